@@ -1,0 +1,186 @@
+/**
+ * Assembles the connector from a resolved Config: open pool → migrate →
+ * build the write path → listen. `stop()` mirrors it: stop accepting, finish
+ * requests in flight, stop background work, close the pool.
+ */
+import type { Sql } from "../deps.ts";
+import { type Config, redactUri } from "./config.ts";
+import { passThrough, writeHandler, type IngestFilter } from "./remote_write/handler.ts";
+import { listen, router, type RunningServer } from "./server.ts";
+import { Gate, openPool } from "./storage/db.ts";
+import { migrate, schemaVersion } from "./storage/migrate.ts";
+import { SCHEMA_VERSION } from "./storage/migrations/schema.ts";
+import { SeriesCache } from "./storage/series_cache.ts";
+import { PgWriter } from "./storage/writer.ts";
+import type { Logger } from "./telemetry/log.ts";
+import { ConnectorMetrics } from "./telemetry/metrics.ts";
+import { COMMIT, VERSION } from "./version.ts";
+
+/** A running connector. */
+export interface Connector {
+  config: Config;
+  sql: Sql;
+  metrics: ConnectorMetrics;
+  server: RunningServer | null;
+  /** Base URL of the HTTP server ("http://127.0.0.1:9201"). */
+  url: string;
+  stop(): Promise<void>;
+}
+
+/** Something with a lifecycle that runs beside the server (lease refresher, retention, …). */
+export interface Background {
+  stop(): Promise<void>;
+}
+
+/** Decides the pool size when --db.connections-max is not set: a quarter of max_connections. */
+export async function decidePoolSize(sql: Sql, configured: number): Promise<number> {
+  if (configured > 0) return configured;
+  const [{ max_connections }] = await sql<{ max_connections: string }[]>`SHOW max_connections`;
+  return Math.max(2, Math.min(50, Math.floor(Number(max_connections) / 4)));
+}
+
+/** Waits for the database to answer, retrying until the connection timeout. */
+async function waitForDatabase(sql: Sql, cfg: Config, log: Logger): Promise<void> {
+  const deadline = Date.now() + cfg.db.connectionTimeoutMs;
+  let attempt = 0;
+  while (true) {
+    try {
+      await sql`SELECT 1`;
+      return;
+    } catch (err) {
+      attempt++;
+      if (Date.now() >= deadline) {
+        throw new Error(
+          `Cannot connect to the database at ${redactUri(cfg.db.uri)}: ${
+            (err as Error).message
+          } (gave up after ${cfg.db.connectionTimeoutMs} ms)`,
+        );
+      }
+      log.warn("Database not reachable yet, retrying", {
+        db: redactUri(cfg.db.uri),
+        attempt,
+        err: (err as Error).message,
+      });
+      await new Promise((r) => setTimeout(r, Math.min(2000, 200 * attempt)));
+    }
+  }
+}
+
+/**
+ * Starts the connector. With `--startup.only` it migrates and returns a
+ * connector whose server is null.
+ */
+export async function startConnector(cfg: Config, log: Logger): Promise<Connector> {
+  for (const w of cfg.warnings) log.warn(w);
+  const probe = openPoolFor(cfg, 1);
+  let poolSize: number;
+  try {
+    await waitForDatabase(probe, cfg, log);
+    poolSize = await decidePoolSize(probe, cfg.db.connectionsMax);
+  } finally {
+    await probe.end({ timeout: 5 });
+  }
+  const sql = openPoolFor(cfg, poolSize);
+  const metrics = new ConnectorMetrics();
+  const background: Background[] = [];
+  try {
+    if (!cfg.startup.skipMigrate) {
+      const res = await migrate(sql, (version, description) => {
+        log.info("Applied schema migration", { version, description });
+      });
+      log.info("Schema is up to date", {
+        version: res.to,
+        applied: res.applied.length,
+        timescaledb: res.timescaledb,
+      });
+    }
+    const version = await schemaVersion(sql);
+    if (version < SCHEMA_VERSION) {
+      throw new Error(
+        `Database schema is at version ${version}, this build needs ${SCHEMA_VERSION}: ` +
+          `start once without --startup.skip-migrate`,
+      );
+    }
+    metrics.migrationsVersion.set({}, version);
+    metrics.buildInfo.set({ version: VERSION, commit: COMMIT, deno: Deno.version.deno }, 1);
+    metrics.dbConnectionsMax.set({}, poolSize);
+    if (cfg.startup.only) {
+      await sql.end({ timeout: 5 });
+      return { config: cfg, sql, metrics, server: null, url: "", stop: () => Promise.resolve() };
+    }
+
+    // Writes take all but one connection, so health checks and lease
+    // refreshes always find one.
+    const writeSlots = Math.max(1, poolSize - 1);
+    const gate = new Gate(writeSlots, writeSlots * 8, cfg.db.connectionTimeoutMs);
+    const cache = new SeriesCache(cfg.metrics.seriesCacheMax);
+    const writer = new PgWriter(sql, gate, cache);
+    metrics.seriesCacheSize.collect = (g) => g.set({}, cache.size);
+    metrics.dbConnectionsInUse.collect = (g) => g.set({}, gate.active);
+    metrics.dbRequestsWaiting.collect = (g) => g.set({}, gate.waiting);
+
+    const filter: IngestFilter = passThrough;
+    const write = writeHandler({
+      maxRequestBytes: cfg.web.maxRequestBytes,
+      maxDecodedBytes: cfg.web.maxDecodedBytes,
+      readTimeoutMs: cfg.web.readTimeoutMs,
+      filter,
+      writer,
+      onWritten: (samples, newSeries, deduplicated) => {
+        metrics.samplesIngested.inc({}, samples);
+        if (newSeries) metrics.seriesCreated.inc({}, newSeries);
+        if (deduplicated) metrics.duplicateWrites.inc();
+      },
+    });
+    const handler = router({
+      write,
+      health: async () => {
+        await sql`SELECT 1`;
+        return true;
+      },
+      telemetryPath: cfg.web.telemetryPath,
+      maxInFlight: cfg.web.maxInFlight,
+    }, metrics, log);
+
+    const server = await listen(handler, {
+      hostname: cfg.web.hostname,
+      port: cfg.web.port,
+    }, log);
+    const host = server.hostname.includes(":") ? `[${server.hostname}]` : server.hostname;
+    const url = `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${server.port}`;
+    log.info("Promscale connector started", {
+      version: VERSION,
+      listen: `${host}:${server.port}`,
+      db: redactUri(cfg.db.uri),
+      pool: poolSize,
+      ha: cfg.metrics.ha.enabled ? "lease" : "off",
+    });
+
+    let stopping: Promise<void> | null = null;
+    const stop = () =>
+      stopping ??= (async () => {
+        log.info("Shutting down: finishing requests in flight");
+        await server.shutdown();
+        gate.close();
+        for (const b of background.reverse()) await b.stop();
+        await sql.end({ timeout: 10 });
+        log.info("Shutdown complete");
+      })();
+    return { config: cfg, sql, metrics, server, url, stop };
+  } catch (err) {
+    for (const b of background.reverse()) await b.stop().catch(() => {});
+    await sql.end({ timeout: 5 }).catch(() => {});
+    throw err;
+  }
+}
+
+function openPoolFor(cfg: Config, max: number): Sql {
+  return openPool({
+    uri: cfg.db.uri,
+    max,
+    app: cfg.db.app,
+    connectTimeoutMs: cfg.db.connectionTimeoutMs,
+    statementTimeoutMs: cfg.db.statementTimeoutMs,
+    sslMode: cfg.db.sslMode,
+  });
+}

@@ -1,0 +1,131 @@
+/**
+ * The remote-write HTTP handler: request → limits → decode → filter (HA or
+ * legacy election) → write → status. Each stage is its own module; this one
+ * only does the HTTP and the order of checks, which is part of the contract
+ * (https://prometheus.io/docs/specs/remote_write_spec/):
+ * 405 method, 415 encoding/type, 413 body size, 400 snappy/protobuf/labels,
+ * 503 database, 204 after commit.
+ */
+import { HttpError, toResponse } from "../errors.ts";
+import type { SampleWriter, WriteSeries } from "../storage/writer.ts";
+import { decodeWriteRequest, type DecodedWrite } from "./decode.ts";
+
+/** Decides which decoded series are stored (HA de-duplication, legacy election). */
+export interface IngestFilter {
+  /** Returns what to store; throws HttpError (400 bad HA labels, 503 database). */
+  apply(decoded: DecodedWrite): Promise<WriteSeries[]>;
+}
+
+/** Stores everything: the filter when no HA mode is on. */
+export const passThrough: IngestFilter = {
+  apply: (decoded) => Promise.resolve(decoded.series),
+};
+
+/** Limits and collaborators of the write handler. */
+export interface WriteHandlerOptions {
+  maxRequestBytes: number;
+  maxDecodedBytes: number;
+  readTimeoutMs: number;
+  filter: IngestFilter;
+  writer: SampleWriter;
+  /** Called after a successful write, for metrics. */
+  onWritten?: (samples: number, newSeries: number, deduplicated: boolean) => void;
+}
+
+/** Builds the handler for `POST /write` and `/api/v1/write`. */
+export function writeHandler(o: WriteHandlerOptions): (req: Request) => Promise<Response> {
+  return async (req) => {
+    try {
+      if (req.method !== "POST") {
+        return toResponse(
+          new HttpError(405, `Method ${req.method} not allowed: remote write takes POST`),
+          { allow: "POST" },
+        );
+      }
+      checkHeaders(req.headers);
+      const body = await readBody(req, o.maxRequestBytes, o.readTimeoutMs);
+      const decoded = decodeWriteRequest(body, { maxDecodedBytes: o.maxDecodedBytes });
+      const series = await o.filter.apply(decoded);
+      const result = await o.writer.write(series);
+      o.onWritten?.(result.samples, result.newSeries, result.deduplicated);
+      return new Response(null, { status: 204 });
+    } catch (err) {
+      return toResponse(err);
+    }
+  };
+}
+
+function checkHeaders(h: Headers): void {
+  const encoding = (h.get("content-encoding") ?? "").trim().toLowerCase();
+  if (encoding !== "snappy") {
+    throw new HttpError(
+      415,
+      `Unsupported Content-Encoding "${encoding}": remote write 1.0 requires "snappy"`,
+    );
+  }
+  const type = (h.get("content-type") ?? "").toLowerCase();
+  const [mime, ...params] = type.split(";").map((s) => s.trim());
+  if (mime !== "application/x-protobuf") {
+    throw new HttpError(
+      415,
+      `Unsupported Content-Type "${type}": remote write 1.0 requires "application/x-protobuf"`,
+    );
+  }
+  for (const p of params) {
+    const [k, v] = p.split("=").map((s) => s.trim());
+    if (k === "proto" && v !== "prometheus.WriteRequest") {
+      throw new HttpError(
+        415,
+        `Unsupported protobuf message "${v}": only prometheus.WriteRequest (remote write 1.0) is accepted`,
+      );
+    }
+  }
+}
+
+/**
+ * Reads the body without ever holding more than `limit` bytes: 413 as soon
+ * as Content-Length or the bytes read pass it, 408 when the client is too
+ * slow (a body trickled byte by byte must not hold a slot forever).
+ */
+export async function readBody(req: Request, limit: number, timeoutMs: number): Promise<Uint8Array> {
+  const declared = req.headers.get("content-length");
+  if (declared !== null && Number(declared) > limit) {
+    throw new HttpError(413, `Request body of ${declared} bytes exceeds limit ${limit}`);
+  }
+  if (!req.body) return new Uint8Array(0);
+  const reader = req.body.getReader();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    reader.cancel().catch(() => {});
+  }, timeoutMs);
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > limit) {
+        reader.cancel().catch(() => {});
+        throw new HttpError(413, `Request body exceeds limit ${limit} bytes`);
+      }
+      chunks.push(value);
+    }
+  } catch (err) {
+    if (err instanceof HttpError) throw err;
+    if (timedOut) throw new HttpError(408, `Request body not received within ${timeoutMs} ms`);
+    throw new HttpError(400, `Cannot read request body: ${(err as Error).message}`);
+  } finally {
+    clearTimeout(timer);
+  }
+  if (timedOut) throw new HttpError(408, `Request body not received within ${timeoutMs} ms`);
+  if (chunks.length === 1) return chunks[0];
+  const out = new Uint8Array(size);
+  let o = 0;
+  for (const c of chunks) {
+    out.set(c, o);
+    o += c.byteLength;
+  }
+  return out;
+}

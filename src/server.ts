@@ -1,0 +1,137 @@
+/**
+ * Routing and lifecycle only: which path goes to which handler, the cap on
+ * requests in flight, request metrics, and a server that shuts down by
+ * finishing what it has accepted.
+ */
+import { HttpError, toResponse } from "./errors.ts";
+import type { ConnectorMetrics } from "./telemetry/metrics.ts";
+import type { Logger } from "./telemetry/log.ts";
+
+/** A request handler. */
+export type Handler = (req: Request) => Promise<Response>;
+
+/** What the router dispatches to. */
+export interface Routes {
+  write: Handler;
+  read?: Handler;
+  /** True when the database answers. */
+  health: () => Promise<boolean>;
+  telemetryPath: string;
+  /** Returns a response when the request is refused (auth), else null. */
+  authorize?: (req: Request) => Response | null;
+  /** Requests served at once; beyond that, 503 so Prometheus retries later. */
+  maxInFlight: number;
+}
+
+/** Builds the router. */
+export function router(r: Routes, metrics: ConnectorMetrics, log: Logger): Handler {
+  let inFlight = 0;
+  metrics.inFlight.set({}, 0);
+  return async (req) => {
+    const url = new URL(req.url);
+    const path = url.pathname;
+    const handler = path === "/write" || path === "/api/v1/write"
+      ? "write"
+      : path === "/read" || path === "/api/v1/read"
+      ? "read"
+      : path === r.telemetryPath
+      ? "metrics"
+      : path === "/healthz"
+      ? "healthz"
+      : "other";
+    const started = performance.now();
+    let res: Response;
+    if (inFlight >= r.maxInFlight && (handler === "write" || handler === "read")) {
+      res = toResponse(
+        new HttpError(503, `Too many requests in flight (limit ${r.maxInFlight})`),
+      );
+    } else {
+      inFlight++;
+      metrics.inFlight.set({}, inFlight);
+      try {
+        res = await dispatch(handler, req, r, metrics);
+      } catch (err) {
+        log.error("Unhandled error serving request", { path, err });
+        res = toResponse(err);
+      } finally {
+        inFlight--;
+        metrics.inFlight.set({}, inFlight);
+      }
+    }
+    metrics.requests.inc({ handler, code: String(res.status) });
+    metrics.requestDuration.observe((performance.now() - started) / 1000, { handler });
+    if (res.status >= 500 && handler === "write") {
+      log.warn("Write refused, the sender will retry", { status: res.status });
+    } else if (res.status >= 400 && res.status < 500 && handler === "write") {
+      log.debug("Write rejected", { status: res.status });
+    }
+    return res;
+  };
+}
+
+async function dispatch(
+  handler: string,
+  req: Request,
+  r: Routes,
+  metrics: ConnectorMetrics,
+): Promise<Response> {
+  if (handler === "healthz") {
+    const ok = await r.health().catch(() => false);
+    return new Response(ok ? "ok\n" : "database unavailable\n", {
+      status: ok ? 200 : 503,
+      headers: { "content-type": "text/plain; charset=utf-8" },
+    });
+  }
+  if (handler === "other") return toResponse(new HttpError(404, `Not found: ${new URL(req.url).pathname}`));
+  const refused = r.authorize?.(req);
+  if (refused) return refused;
+  if (handler === "metrics") {
+    return new Response(metrics.registry.render(), {
+      headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+    });
+  }
+  if (handler === "write") return await r.write(req);
+  if (!r.read) return toResponse(new HttpError(404, "Remote read is not enabled"));
+  return await r.read(req);
+}
+
+/** A running HTTP server. */
+export interface RunningServer {
+  hostname: string;
+  port: number;
+  /** Stops accepting, waits for requests in flight to finish. */
+  shutdown(): Promise<void>;
+  finished: Promise<void>;
+}
+
+/** Listens; resolves once the socket is bound. */
+export function listen(
+  handler: Handler,
+  opts: { hostname: string; port: number; cert?: string; key?: string },
+  log: Logger,
+): Promise<RunningServer> {
+  return new Promise((resolve, reject) => {
+    try {
+      const tls = opts.cert && opts.key ? { cert: opts.cert, key: opts.key } : {};
+      const server = Deno.serve({
+        hostname: opts.hostname,
+        port: opts.port,
+        ...tls,
+        onListen: (addr) => {
+          resolve({
+            hostname: addr.hostname,
+            port: addr.port,
+            shutdown: () => server.shutdown(),
+            finished: server.finished,
+          });
+        },
+        onError: (err) => {
+          log.error("HTTP server error", { err });
+          return toResponse(err);
+        },
+      }, handler);
+    } catch (err) {
+      reject(err);
+    }
+  });
+}

@@ -1,0 +1,152 @@
+/**
+ * The PostgreSQL pool (postgres.js) and the gate in front of it. postgres.js
+ * queues queries without limit when every connection is busy; the gate
+ * bounds that queue so an overloaded connector answers 503 (Prometheus
+ * retries) instead of piling up requests and memory.
+ */
+import { postgres, type Sql } from "../../deps.ts";
+import { UnavailableError } from "../errors.ts";
+import * as net from "node:net";
+
+/** Pool settings, from the resolved Config. */
+export interface PoolOptions {
+  uri: string;
+  max: number;
+  app: string;
+  connectTimeoutMs: number;
+  statementTimeoutMs: number;
+  sslMode: string;
+}
+
+/** Opens the pool. Connections are made lazily, on first use. */
+export function openPool(o: PoolOptions): Sql {
+  const ssl = o.sslMode === "disable" || o.sslMode === "allow" || o.sslMode === "prefer"
+    ? (o.sslMode === "prefer" ? "prefer" : false)
+    : o.sslMode === "require"
+    ? "require"
+    : "verify-full";
+  return postgres(o.uri, {
+    max: o.max,
+    ssl: ssl as "prefer",
+    connect_timeout: Math.max(1, Math.ceil(o.connectTimeoutMs / 1000)),
+    idle_timeout: 60,
+    max_lifetime: 60 * 30,
+    prepare: true,
+    onnotice: () => {},
+    connection: {
+      application_name: o.app,
+      statement_timeout: String(o.statementTimeoutMs),
+    },
+    // postgres.js does not set TCP_NODELAY; without it a COPY (data, then
+    // CopyDone) stalls ~40 ms on delayed ACKs. Connect the socket ourselves.
+    socket: nodelaySocket,
+  });
+}
+
+interface SocketTarget {
+  host: string[];
+  port: number[];
+  path?: string | false;
+}
+
+let nextHost = 0;
+
+function nodelaySocket(opts: SocketTarget): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const i = nextHost++ % opts.host.length;
+    const s = opts.path
+      ? net.connect({ path: opts.path })
+      : net.connect({ host: opts.host[i], port: opts.port[i] ?? opts.port[0] });
+    s.once("error", reject);
+    s.once("connect", () => {
+      s.off("error", reject);
+      s.setNoDelay(true);
+      resolve(s);
+    });
+  });
+}
+
+/**
+ * Bounds concurrent database work: at most `slots` at once, at most
+ * `maxWaiting` queued for at most `waitMs`; beyond that, 503.
+ */
+export class Gate {
+  #active = 0;
+  #waiting: { resolve: () => void; timer: number }[] = [];
+  #closed = false;
+
+  constructor(readonly slots: number, readonly maxWaiting: number, readonly waitMs: number) {}
+
+  /** Connections in use (or about to be) by gated work. */
+  get active(): number {
+    return this.#active;
+  }
+
+  /** Requests queued for a connection. */
+  get waiting(): number {
+    return this.#waiting.length;
+  }
+
+  /** Runs `fn` when a slot is free; 503 when the queue is full or the wait too long. */
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    await this.#acquire();
+    try {
+      return await fn();
+    } finally {
+      this.#release();
+    }
+  }
+
+  /** Refuses new work from now on (shutdown). */
+  close(): void {
+    this.#closed = true;
+  }
+
+  #acquire(): Promise<void> {
+    if (this.#closed) return Promise.reject(new UnavailableError("Connector is shutting down"));
+    if (this.#active < this.slots) {
+      this.#active++;
+      return Promise.resolve();
+    }
+    if (this.#waiting.length >= this.maxWaiting) {
+      return Promise.reject(
+        new UnavailableError(`Database pool exhausted: ${this.slots} connections busy`),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      const entry = {
+        resolve,
+        timer: setTimeout(() => {
+          const k = this.#waiting.indexOf(entry);
+          if (k >= 0) this.#waiting.splice(k, 1);
+          reject(
+            new UnavailableError(
+              `Database pool exhausted: no connection free within ${this.waitMs} ms`,
+            ),
+          );
+        }, this.waitMs),
+      };
+      this.#waiting.push(entry);
+    });
+  }
+
+  #release(): void {
+    const next = this.#waiting.shift();
+    if (next) {
+      clearTimeout(next.timer);
+      next.resolve(); // the slot passes to the waiter
+    } else {
+      this.#active--;
+    }
+  }
+}
+
+/**
+ * Maps a database failure to the status it means: data errors (SQLSTATE
+ * class 22) can never succeed (400); anything else (connection refused or
+ * lost, timeouts, server shutting down, …) is transient (503).
+ */
+export function isDataError(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === "string" && code.length === 5 && code.startsWith("22");
+}

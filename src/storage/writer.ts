@@ -1,0 +1,277 @@
+/**
+ * Writes decoded series to PostgreSQL: series ids from the cache (one
+ * database call for all the misses of a request), partitions made sure of
+ * (cached ranges; one call when a new day appears), then all samples of the
+ * request in ONE binary COPY, which is a single atomic statement: when it
+ * returns, the data is committed.
+ *
+ * Binary COPY is both the fastest path into PostgreSQL and the only one of
+ * postgres.js's that carries float8 bits exactly (text parameters turn every
+ * NaN into the canonical one; Prometheus's staleness marker is a NaN with a
+ * payload).
+ *
+ * COPY cannot skip rows that already exist, so a retried request (the first
+ * attempt committed but its answer was lost) makes it fail with a unique
+ * violation; it is then written again through a temporary table with
+ * `INSERT … ON CONFLICT DO NOTHING`. Retries are rare, so the fast path
+ * stays a single statement.
+ */
+import type { Sql } from "../../deps.ts";
+import { BadRequestError, UnavailableError } from "../errors.ts";
+import { type Gate, isDataError } from "./db.ts";
+import type { SeriesCache } from "./series_cache.ts";
+
+/** A series to store: sorted labels (with __name__) and its samples. */
+export interface WriteSeries {
+  labels: { name: string; value: string }[];
+  timestamps: ArrayLike<number>;
+  values: ArrayLike<number>;
+}
+
+/** What a write did, for metrics. */
+export interface WriteResult {
+  samples: number;
+  newSeries: number;
+  /** True when the fast COPY hit existing rows and the slow path ran. */
+  deduplicated: boolean;
+}
+
+/** Something that stores series: the real writer, or a test double. */
+export interface SampleWriter {
+  write(series: WriteSeries[]): Promise<WriteResult>;
+}
+
+const DAY_MS = 86_400_000;
+/** Milliseconds from the Unix epoch to PostgreSQL's (2000-01-01). */
+const PG_EPOCH_MS = 946_684_800_000;
+const TWO_32 = 4_294_967_296;
+const COPY_HEADER = new Uint8Array([
+  0x50, 0x47, 0x43, 0x4f, 0x50, 0x59, 0x0a, 0xff, 0x0d, 0x0a, 0x00, // "PGCOPY\n\377\r\n\0"
+  0, 0, 0, 0, // flags
+  0, 0, 0, 0, // header extension length
+]);
+const ROW_BYTES = 2 + 3 * (4 + 8);
+
+/** The canonical cache key of a sorted label set. NUL cannot occur in labels (decode refuses it). */
+export function seriesKey(labels: { name: string; value: string }[]): string {
+  let key = "";
+  for (let i = 0; i < labels.length; i++) {
+    key += labels[i].name + "\u0000" + labels[i].value + "\u0000";
+  }
+  return key;
+}
+
+/** The jsonb text of a label set, as stored in `_prom_catalog.series.labels`. */
+export function labelsJson(labels: { name: string; value: string }[]): string {
+  let out = "{";
+  for (let i = 0; i < labels.length; i++) {
+    if (i) out += ",";
+    out += JSON.stringify(labels[i].name) + ":" + JSON.stringify(labels[i].value);
+  }
+  return out + "}";
+}
+
+/** Writes samples to PostgreSQL; see the module comment. */
+export class PgWriter implements SampleWriter {
+  /** Sorted, disjoint partition ranges known to exist: [start, end) in ms. */
+  #partitions: [number, number][] = [];
+
+  constructor(
+    readonly sql: Sql,
+    readonly gate: Gate,
+    readonly cache: SeriesCache,
+  ) {}
+
+  async write(series: WriteSeries[]): Promise<WriteResult> {
+    let samples = 0;
+    for (const s of series) samples += s.timestamps.length;
+    if (samples === 0) return { samples: 0, newSeries: 0, deduplicated: false };
+    return await this.gate.run(async () => {
+      try {
+        const { ids, created } = await this.#seriesIds(series);
+        await this.#ensurePartitions(series);
+        const rows = encodeCopy(series, ids, samples);
+        let deduplicated = false;
+        try {
+          await this.#copy(rows);
+        } catch (err) {
+          if ((err as { code?: string }).code !== "23505") throw err;
+          deduplicated = true;
+          await this.#copyDeduplicated(rows);
+        }
+        return { samples, newSeries: created, deduplicated };
+      } catch (err) {
+        throw mapDbError(err);
+      }
+    });
+  }
+
+  /** Drops what the writer remembers about partitions (after retention dropped some). */
+  forgetPartitions(): void {
+    this.#partitions = [];
+  }
+
+  async #seriesIds(series: WriteSeries[]): Promise<{ ids: number[]; created: number }> {
+    const ids = new Array<number>(series.length);
+    let missKeys: string[] | undefined;
+    let missJson: string[] | undefined;
+    let missIdx: number[][] | undefined;
+    let missPos: Map<string, number> | undefined;
+    for (let i = 0; i < series.length; i++) {
+      const key = seriesKey(series[i].labels);
+      const id = this.cache.get(key);
+      if (id !== undefined) {
+        ids[i] = id;
+        continue;
+      }
+      missKeys ??= [];
+      missJson ??= [];
+      missIdx ??= [];
+      missPos ??= new Map();
+      const at = missPos.get(key);
+      if (at !== undefined) {
+        missIdx[at].push(i);
+        continue;
+      }
+      missPos.set(key, missKeys.length);
+      missKeys.push(key);
+      missJson.push(labelsJson(series[i].labels));
+      missIdx.push([i]);
+    }
+    if (!missKeys) return { ids, created: 0 };
+    const rows = await this.sql<{ idx: number; series_id: string; created: boolean }[]>`
+      SELECT idx, series_id, created
+      FROM _prom_catalog.get_or_create_series(${missJson!}::text[]::jsonb[])`;
+    if (rows.length !== missKeys.length) {
+      throw new UnavailableError(
+        `Cannot resolve series: ${missKeys.length} asked, ${rows.length} returned`,
+      );
+    }
+    let created = 0;
+    for (const r of rows) {
+      const at = r.idx - 1;
+      const id = Number(r.series_id);
+      if (r.created) created++;
+      this.cache.set(missKeys[at], id);
+      for (const i of missIdx![at]) ids[i] = id;
+    }
+    return { ids, created };
+  }
+
+  async #ensurePartitions(series: WriteSeries[]): Promise<void> {
+    let missing: Set<number> | undefined;
+    let lastDay = NaN;
+    for (const s of series) {
+      const ts = s.timestamps;
+      for (let i = 0; i < ts.length; i++) {
+        const day = Math.floor(ts[i] / DAY_MS) * DAY_MS;
+        if (day === lastDay) continue;
+        lastDay = day;
+        if (this.#covered(ts[i])) continue;
+        (missing ??= new Set()).add(day);
+      }
+    }
+    if (!missing) return;
+    const times = [...missing].map((d) => new Date(d).toISOString());
+    const rows = await this.sql<{ range_start: Date; range_end: Date }[]>`
+      SELECT range_start, range_end FROM _prom_catalog.ensure_partitions(${times}::timestamptz[])`;
+    for (const r of rows) {
+      this.#addRange(toMs(r.range_start, -Infinity), toMs(r.range_end, Infinity));
+    }
+  }
+
+  #covered(t: number): boolean {
+    const p = this.#partitions;
+    let lo = 0, hi = p.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (t < p[mid][0]) hi = mid - 1;
+      else if (t >= p[mid][1]) lo = mid + 1;
+      else return true;
+    }
+    return false;
+  }
+
+  #addRange(start: number, end: number): void {
+    if (this.#partitions.some(([s, e]) => s === start && e === end)) return;
+    this.#partitions.push([start, end]);
+    this.#partitions.sort((a, b) => a[0] - b[0]);
+  }
+
+  async #copy(rows: Uint8Array): Promise<void> {
+    const stream = await this.sql`COPY _prom_data.samples (series_id, time, value)
+                                  FROM STDIN (FORMAT binary)`.writable();
+    await new Promise<void>((resolve, reject) => {
+      stream.once("error", reject);
+      stream.once("finish", resolve);
+      stream.end(rows);
+    });
+  }
+
+  async #copyDeduplicated(rows: Uint8Array): Promise<void> {
+    await this.sql.begin(async (tx) => {
+      await tx`CREATE TEMP TABLE IF NOT EXISTS promscale_incoming
+               (series_id bigint, time timestamptz, value double precision)
+               ON COMMIT DELETE ROWS`;
+      const stream = await tx`COPY promscale_incoming (series_id, time, value)
+                              FROM STDIN (FORMAT binary)`.writable();
+      await new Promise<void>((resolve, reject) => {
+        stream.once("error", reject);
+        stream.once("finish", resolve);
+        stream.end(rows);
+      });
+      await tx`INSERT INTO _prom_data.samples (series_id, time, value)
+               SELECT series_id, time, value FROM promscale_incoming
+               ON CONFLICT (series_id, time) DO NOTHING`;
+    });
+  }
+}
+
+function toMs(d: Date, ifInfinite: number): number {
+  const t = d instanceof Date ? d.getTime() : NaN;
+  return Number.isFinite(t) ? t : ifInfinite;
+}
+
+/** Encodes rows in PostgreSQL's binary COPY format: (int8, timestamptz, float8). */
+export function encodeCopy(series: WriteSeries[], ids: number[], samples: number): Uint8Array {
+  const buf = new Uint8Array(COPY_HEADER.length + samples * ROW_BYTES + 2);
+  buf.set(COPY_HEADER, 0);
+  const dv = new DataView(buf.buffer);
+  let o = COPY_HEADER.length;
+  for (let s = 0; s < series.length; s++) {
+    const id = ids[s];
+    const idHi = Math.floor(id / TWO_32);
+    const idLo = id - idHi * TWO_32;
+    const ts = series[s].timestamps;
+    const vs = series[s].values;
+    for (let i = 0; i < ts.length; i++) {
+      dv.setInt16(o, 3);
+      dv.setInt32(o + 2, 8);
+      dv.setInt32(o + 6, idHi);
+      dv.setUint32(o + 10, idLo);
+      dv.setInt32(o + 14, 8);
+      // Microseconds since 2000-01-01 as int64, without leaving exact
+      // float arithmetic: d < 2^53, split into 32-bit halves, times 1000.
+      const d = ts[i] - PG_EPOCH_MS;
+      const hi = Math.floor(d / TWO_32);
+      const lo = (d - hi * TWO_32) * 1000;
+      const carry = Math.floor(lo / TWO_32);
+      dv.setInt32(o + 18, hi * 1000 + carry);
+      dv.setUint32(o + 22, lo - carry * TWO_32);
+      dv.setInt32(o + 26, 8);
+      dv.setFloat64(o + 30, vs[i]);
+      o += ROW_BYTES;
+    }
+  }
+  dv.setInt16(o, -1); // file trailer
+  return buf;
+}
+
+/** Turns a database failure into the HTTP status it means. */
+export function mapDbError(err: unknown): Error {
+  if (err instanceof UnavailableError || err instanceof BadRequestError) return err;
+  const e = err as { code?: string; message?: string };
+  const msg = (e?.message ?? String(err)).split("\n")[0];
+  if (isDataError(err)) return new BadRequestError(`Cannot store samples: ${msg}`);
+  return new UnavailableError(`Database unavailable: ${e?.code ? e.code + " " : ""}${msg}`);
+}

@@ -1,0 +1,206 @@
+/**
+ * A minimal Prometheus metrics registry rendering the text exposition
+ * format (version 0.0.4): counters, gauges and histograms with labels.
+ */
+
+type LabelValues = Record<string, string>;
+
+abstract class Metric {
+  constructor(readonly name: string, readonly help: string, readonly type: string) {}
+  abstract render(): string;
+  protected header(): string {
+    return `# HELP ${this.name} ${this.help.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")}\n` +
+      `# TYPE ${this.name} ${this.type}\n`;
+  }
+}
+
+function labelKey(labels: LabelValues): string {
+  const keys = Object.keys(labels).sort();
+  return keys.map((k) => `${k}="${escapeValue(labels[k])}"`).join(",");
+}
+
+function escapeValue(v: string): string {
+  return v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
+
+function fmt(v: number): string {
+  if (Number.isNaN(v)) return "NaN";
+  if (v === Infinity) return "+Inf";
+  if (v === -Infinity) return "-Inf";
+  return String(v);
+}
+
+/** A value per label set, set or added to. */
+class Series extends Metric {
+  protected values = new Map<string, number>();
+  inc(labels: LabelValues = {}, by = 1): void {
+    const k = labelKey(labels);
+    this.values.set(k, (this.values.get(k) ?? 0) + by);
+  }
+  get(labels: LabelValues = {}): number {
+    return this.values.get(labelKey(labels)) ?? 0;
+  }
+  render(): string {
+    let out = this.header();
+    for (const [k, v] of this.values) out += `${this.name}${k ? `{${k}}` : ""} ${fmt(v)}\n`;
+    return out;
+  }
+}
+
+/** A monotonically increasing count. */
+export class Counter extends Series {
+  constructor(name: string, help: string) {
+    super(name, help, "counter");
+  }
+}
+
+/** A value that goes up and down; `collect` may compute it at scrape time. */
+export class Gauge extends Series {
+  constructor(name: string, help: string, readonly collect?: (g: Gauge) => void) {
+    super(name, help, "gauge");
+  }
+  set(labels: LabelValues, v: number): void {
+    this.values.set(labelKey(labels), v);
+  }
+  delete(labels: LabelValues): void {
+    this.values.delete(labelKey(labels));
+  }
+  reset(): void {
+    this.values.clear();
+  }
+  override render(): string {
+    this.collect?.(this);
+    return super.render();
+  }
+}
+
+/** Observations in cumulative buckets, with sum and count. */
+export class Histogram extends Metric {
+  #data = new Map<string, { counts: number[]; sum: number; count: number }>();
+  constructor(name: string, help: string, readonly buckets: number[]) {
+    super(name, help, "histogram");
+  }
+  observe(v: number, labels: LabelValues = {}): void {
+    const k = labelKey(labels);
+    let d = this.#data.get(k);
+    if (!d) this.#data.set(k, d = { counts: this.buckets.map(() => 0), sum: 0, count: 0 });
+    for (let i = 0; i < this.buckets.length; i++) if (v <= this.buckets[i]) d.counts[i]++;
+    d.sum += v;
+    d.count++;
+  }
+  render(): string {
+    let out = this.header();
+    for (const [k, d] of this.#data) {
+      const pre = k ? k + "," : "";
+      this.buckets.forEach((b, i) => {
+        out += `${this.name}_bucket{${pre}le="${fmt(b)}"} ${d.counts[i]}\n`;
+      });
+      out += `${this.name}_bucket{${pre}le="+Inf"} ${d.count}\n`;
+      out += `${this.name}_sum${k ? `{${k}}` : ""} ${d.sum}\n`;
+      out += `${this.name}_count${k ? `{${k}}` : ""} ${d.count}\n`;
+    }
+    return out;
+  }
+}
+
+/** A set of metrics rendered together. */
+export class Registry {
+  #metrics: Metric[] = [];
+  register<M extends Metric>(m: M): M {
+    this.#metrics.push(m);
+    return m;
+  }
+  render(): string {
+    return this.#metrics.map((m) => m.render()).join("");
+  }
+}
+
+/** The connector's own metrics. */
+export class ConnectorMetrics {
+  readonly registry = new Registry();
+  readonly requests = this.registry.register(
+    new Counter("promscale_http_requests_total", "HTTP requests by handler and status code."),
+  );
+  readonly requestDuration = this.registry.register(
+    new Histogram(
+      "promscale_http_request_duration_seconds",
+      "Duration of HTTP requests by handler.",
+      [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    ),
+  );
+  readonly samplesIngested = this.registry.register(
+    new Counter("promscale_ingest_samples_total", "Samples stored in the database."),
+  );
+  readonly seriesCreated = this.registry.register(
+    new Counter("promscale_ingest_series_created_total", "Series created in the database."),
+  );
+  readonly samplesDropped = this.registry.register(
+    new Counter(
+      "promscale_ingest_samples_dropped_total",
+      "Samples received but deliberately not stored, by cluster and reason.",
+    ),
+  );
+  readonly samplesAccepted = this.registry.register(
+    new Counter(
+      "promscale_ha_samples_accepted_total",
+      "Samples accepted for storage in high-availability mode, by cluster.",
+    ),
+  );
+  readonly duplicateWrites = this.registry.register(
+    new Counter(
+      "promscale_ingest_duplicate_writes_total",
+      "Writes that hit samples already stored (retried requests) and were de-duplicated.",
+    ),
+  );
+  readonly seriesCacheSize = this.registry.register(
+    new Gauge("promscale_series_cache_size", "Series ids held in the in-memory cache."),
+  );
+  readonly dbConnectionsInUse = this.registry.register(
+    new Gauge("promscale_db_connections_in_use", "Database connections in use by writes."),
+  );
+  readonly dbRequestsWaiting = this.registry.register(
+    new Gauge("promscale_db_requests_waiting", "Writes waiting for a database connection."),
+  );
+  readonly dbConnectionsMax = this.registry.register(
+    new Gauge("promscale_db_connections_max", "Size of the database connection pool."),
+  );
+  readonly migrationsVersion = this.registry.register(
+    new Gauge("promscale_migrations_version", "Schema version of the database."),
+  );
+  readonly buildInfo = this.registry.register(
+    new Gauge("promscale_build_info", "Build information; the value is always 1."),
+  );
+  readonly inFlight = this.registry.register(
+    new Gauge("promscale_http_requests_in_flight", "HTTP requests being served."),
+  );
+  readonly haLeader = this.registry.register(
+    new Gauge(
+      "promscale_ha_cluster_leader",
+      "1 for the replica this connector believes leads each cluster.",
+    ),
+  );
+  readonly haLeaderChanges = this.registry.register(
+    new Counter("promscale_ha_leader_changes_total", "Leader changes seen, by cluster."),
+  );
+  readonly electionLeader = this.registry.register(
+    new Gauge(
+      "promscale_leader_election_is_leader",
+      "1 when this connector holds the legacy advisory-lock leadership.",
+    ),
+  );
+  readonly electionsWon = this.registry.register(
+    new Counter("promscale_leader_election_won_total", "Legacy advisory-lock elections won."),
+  );
+  readonly electionsLost = this.registry.register(
+    new Counter(
+      "promscale_leader_election_lost_total",
+      "Legacy advisory-lock elections lost or leadership given up.",
+    ),
+  );
+  readonly retentionDropped = this.registry.register(
+    new Counter(
+      "promscale_retention_partitions_dropped_total",
+      "Sample partitions dropped by the retention job.",
+    ),
+  );
+}
