@@ -25,7 +25,7 @@ export function openPool(o: PoolOptions): Sql {
     : o.sslMode === "require"
     ? "require"
     : "verify-full";
-  return postgres(o.uri, {
+  const options = {
     max: o.max,
     ssl: ssl as "prefer",
     connect_timeout: Math.max(1, Math.ceil(o.connectTimeoutMs / 1000)),
@@ -35,12 +35,14 @@ export function openPool(o: PoolOptions): Sql {
     onnotice: () => {},
     connection: {
       application_name: o.app,
-      statement_timeout: String(o.statementTimeoutMs),
+      statement_timeout: o.statementTimeoutMs,
     },
     // postgres.js does not set TCP_NODELAY; without it a COPY (data, then
     // CopyDone) stalls ~40 ms on delayed ACKs. Connect the socket ourselves.
     socket: nodelaySocket,
-  });
+  };
+  // `socket` is a documented option that the type declarations lack.
+  return postgres(o.uri, options as Parameters<typeof postgres>[1]);
 }
 
 interface SocketTarget {
@@ -72,7 +74,7 @@ function nodelaySocket(opts: SocketTarget): Promise<net.Socket> {
  */
 export class Gate {
   #active = 0;
-  #waiting: { resolve: () => void; timer: number }[] = [];
+  #waiting: { resolve: () => void; timer: ReturnType<typeof setTimeout> }[] = [];
   #closed = false;
 
   constructor(readonly slots: number, readonly maxWaiting: number, readonly waitMs: number) {}

@@ -39,11 +39,16 @@ export async function migrate(
       for (const m of MIGRATIONS) {
         if (m.version <= current) continue;
         const text = typeof m.sql === "string" ? m.sql : m.sql(env);
-        await conn.begin(async (tx) => {
-          await tx.unsafe(text);
-          await tx`INSERT INTO _prom_catalog.migrations (version, description)
-                   VALUES (${m.version}, ${m.description})`;
-        });
+        await conn`BEGIN`;
+        try {
+          await conn.unsafe(text);
+          await conn`INSERT INTO _prom_catalog.migrations (version, description)
+                     VALUES (${m.version}, ${m.description})`;
+          await conn`COMMIT`;
+        } catch (err) {
+          await conn`ROLLBACK`.catch(() => {});
+          throw err;
+        }
         applied.push(m.version);
         onApplied(m.version, m.description);
       }

@@ -103,7 +103,7 @@ END $$;
 -- Records a metric's label keys and (re)creates its prom_metric view when a
 -- metric or a key is new. New keys are appended so CREATE OR REPLACE VIEW
 -- keeps the existing columns in place.
-CREATE FUNCTION _prom_catalog.register_metric(metric text, keys text[]) RETURNS void
+CREATE FUNCTION _prom_catalog.register_metric(p_metric text, p_keys text[]) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
   m _prom_catalog.metric%ROWTYPE;
@@ -112,17 +112,17 @@ DECLARE
   cols text := '';
   i int;
 BEGIN
-  PERFORM pg_advisory_xact_lock(hashtext('_prom_catalog.metric'), hashtext(metric));
-  SELECT * INTO m FROM _prom_catalog.metric WHERE metric_name = metric;
+  PERFORM pg_advisory_xact_lock(hashtext('_prom_catalog.metric'), hashtext(p_metric));
+  SELECT * INTO m FROM _prom_catalog.metric WHERE metric_name = p_metric;
   IF NOT FOUND THEN
-    m.metric_name := metric;
-    m.view_name := _prom_catalog.safe_identifier(metric,
+    m.metric_name := p_metric;
+    m.view_name := _prom_catalog.safe_identifier(p_metric,
       ARRAY(SELECT view_name FROM _prom_catalog.metric));
     m.label_keys := '{}';
     m.column_names := '{}';
     added := true;
   END IF;
-  FOREACH k IN ARRAY (SELECT array_agg(x ORDER BY x) FROM unnest(keys) x) LOOP
+  FOREACH k IN ARRAY (SELECT array_agg(x ORDER BY x) FROM unnest(p_keys) x) LOOP
     CONTINUE WHEN k = '__name__' OR k = ANY(m.label_keys);
     m.label_keys := m.label_keys || k;
     m.column_names := m.column_names || _prom_catalog.safe_identifier(k,
