@@ -257,5 +257,145 @@ export const MIGRATIONS: Migration[] = [
   },
 ];
 
+
+/**
+ * Lease-based high availability (DESIGN.md, "High availability: lease-based").
+ *
+ * `ha_leases` holds the current lease per cluster, in sample time:
+ * [lease_start, lease_until) granted to leader_name. `max_time` is the
+ * newest leader sample known written (reported by connectors, at most once
+ * per lease-refresh each); `last_heard` is when, on the DATABASE's clock,
+ * any connector last heard the leader. `ha_leases_logs` has one row per
+ * lease ever granted; the current lease's row is kept in step.
+ *
+ * Leases only change in these functions, under a row lock, so any number of
+ * connectors can race.
+ */
+const HA = `
+CREATE TABLE _prom_catalog.ha_leases (
+  cluster_name text PRIMARY KEY,
+  leader_name  text NOT NULL,
+  lease_start  timestamptz NOT NULL,
+  lease_until  timestamptz NOT NULL,
+  max_time     timestamptz NOT NULL,
+  last_heard   timestamptz NOT NULL,
+  changed_at   timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE _prom_catalog.ha_leases_logs (
+  cluster_name text NOT NULL,
+  leader_name  text NOT NULL,
+  lease_start  timestamptz NOT NULL,
+  lease_until  timestamptz NOT NULL,
+  PRIMARY KEY (cluster_name, lease_start)
+);
+
+CREATE TYPE _prom_catalog.ha_lease_state AS (
+  cluster_name text,
+  leader_name  text,
+  lease_start  timestamptz,
+  lease_until  timestamptz,
+  max_time     timestamptz,
+  heard_age_ms float8,
+  db_now       timestamptz
+);
+
+CREATE FUNCTION _prom_catalog.ha_state(l _prom_catalog.ha_leases) RETURNS _prom_catalog.ha_lease_state
+LANGUAGE sql STABLE AS $$
+  SELECT ROW(l.cluster_name, l.leader_name, l.lease_start, l.lease_until, l.max_time,
+             extract(epoch FROM (clock_timestamp() - l.last_heard)) * 1000, clock_timestamp())
+         ::_prom_catalog.ha_lease_state
+$$;
+
+-- Reports that 'replica' sent samples up to 'max_time', heard 'heard_ago'
+-- ago. Creates the lease when the cluster is new (the first replica heard
+-- from wins); extends it when 'replica' leads; changes nothing otherwise.
+-- Returns the lease as it now stands.
+CREATE FUNCTION _prom_catalog.update_lease(
+  cluster text, replica text, min_time timestamptz, max_time timestamptz,
+  heard_ago interval, lease_timeout interval
+) RETURNS _prom_catalog.ha_lease_state
+LANGUAGE plpgsql AS $$
+DECLARE
+  l _prom_catalog.ha_leases%ROWTYPE;
+  heard timestamptz := clock_timestamp() - greatest(heard_ago, interval '0');
+BEGIN
+  SELECT * INTO l FROM _prom_catalog.ha_leases WHERE cluster_name = cluster FOR UPDATE;
+  IF NOT FOUND THEN
+    INSERT INTO _prom_catalog.ha_leases
+      (cluster_name, leader_name, lease_start, lease_until, max_time, last_heard)
+    VALUES (cluster, replica, min_time, max_time + lease_timeout, max_time, heard)
+    ON CONFLICT (cluster_name) DO NOTHING;
+    IF FOUND THEN
+      INSERT INTO _prom_catalog.ha_leases_logs VALUES (cluster, replica, min_time, max_time + lease_timeout);
+    END IF;
+    SELECT * INTO l FROM _prom_catalog.ha_leases WHERE cluster_name = cluster FOR UPDATE;
+    RETURN _prom_catalog.ha_state(l);
+  END IF;
+  IF l.leader_name = replica THEN
+    UPDATE _prom_catalog.ha_leases SET
+      max_time = greatest(l.max_time, update_lease.max_time),
+      lease_until = greatest(l.lease_until, update_lease.max_time + lease_timeout),
+      last_heard = greatest(l.last_heard, heard)
+    WHERE cluster_name = cluster
+    RETURNING * INTO l;
+    UPDATE _prom_catalog.ha_leases_logs SET lease_until = l.lease_until
+    WHERE cluster_name = cluster AND lease_start = l.lease_start;
+  END IF;
+  RETURN _prom_catalog.ha_state(l);
+END $$;
+
+-- Hands the lease to 'new_leader' when the leader has not been heard for
+-- 'failover_timeout' on the database's clock. The new lease starts right
+-- after the newest sample the old leader actually wrote: the reported
+-- max_time, or a newer stored sample of the cluster's series if a connector
+-- wrote one it had not yet reported (it died, or its report is in flight),
+-- so the handover leaves no hole in sample time and no instant twice.
+CREATE FUNCTION _prom_catalog.try_change_leader(
+  cluster text, new_leader text, max_time timestamptz,
+  failover_timeout interval, lease_timeout interval, cluster_label text
+) RETURNS _prom_catalog.ha_lease_state
+LANGUAGE plpgsql AS $$
+DECLARE
+  l _prom_catalog.ha_leases%ROWTYPE;
+  written timestamptz;
+  boundary timestamptz;
+BEGIN
+  SELECT * INTO l FROM _prom_catalog.ha_leases WHERE cluster_name = cluster FOR UPDATE;
+  IF NOT FOUND OR l.leader_name = new_leader
+     OR clock_timestamp() - l.last_heard < failover_timeout THEN
+    RETURN _prom_catalog.ha_state(l);
+  END IF;
+  SELECT max(s.time) INTO written
+  FROM _prom_data.samples s
+  WHERE s.series_id IN (SELECT id FROM _prom_catalog.series
+                        WHERE labels @> jsonb_build_object(cluster_label, cluster))
+    AND s.time > l.max_time AND s.time < l.lease_until;
+  boundary := greatest(l.max_time, written) + interval '1 millisecond';
+  IF boundary <= l.lease_start THEN
+    -- The old leader wrote nothing in its lease: the lease is void.
+    boundary := l.lease_start;
+    DELETE FROM _prom_catalog.ha_leases_logs
+    WHERE cluster_name = cluster AND lease_start = l.lease_start;
+  ELSE
+    UPDATE _prom_catalog.ha_leases_logs SET lease_until = boundary
+    WHERE cluster_name = cluster AND lease_start = l.lease_start;
+  END IF;
+  UPDATE _prom_catalog.ha_leases SET
+    leader_name = new_leader,
+    lease_start = boundary,
+    lease_until = greatest(boundary, try_change_leader.max_time) + lease_timeout,
+    max_time = boundary - interval '1 millisecond',
+    last_heard = clock_timestamp(),
+    changed_at = clock_timestamp()
+  WHERE cluster_name = cluster
+  RETURNING * INTO l;
+  INSERT INTO _prom_catalog.ha_leases_logs VALUES (cluster, new_leader, l.lease_start, l.lease_until);
+  RETURN _prom_catalog.ha_state(l);
+END $$;
+`;
+
+MIGRATIONS.push({ version: 2, description: "lease-based high availability", sql: HA });
+
 /** The schema version this build brings the database to. */
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
