@@ -848,9 +848,14 @@ function readConfigFile(
     if (explicit) throw new ConfigError(`Config file "${path}" does not exist`);
     return { values, read: false };
   }
+  // Parsed twice: the core schema tells nulls, lists and maps apart; the
+  // failsafe schema keeps every scalar as its source text, so that
+  // `db.password: 0123` stays "0123" and is not turned into the number 123.
   let doc: unknown;
+  let asText: unknown;
   try {
     doc = parseYaml(text);
+    asText = parseYaml(text, { schema: "failsafe" });
   } catch (err) {
     const reason = (err instanceof Error ? err.message : String(err)).split("\n")[0];
     throw new ConfigError(`Cannot parse config file "${path}": ${reason}`);
@@ -859,6 +864,7 @@ function readConfigFile(
   if (typeof doc !== "object" || Array.isArray(doc)) {
     throw new ConfigError(`Config file "${path}" must be a map of flag name to value`);
   }
+  const texts = asText as Record<string, unknown>;
   for (const [key, value] of Object.entries(doc as Record<string, unknown>)) {
     let spec = BY_NAME.get(key);
     if (spec === undefined) {
@@ -870,13 +876,14 @@ function readConfigFile(
     if (spec === undefined || spec.cliOnly || spec.noFile) {
       throw new ConfigError(`Unknown key "${key}" in config file "${path}"`);
     }
-    if (value === null || value === undefined) continue; // "key:" with no value = unset
-    if (typeof value !== "string" && typeof value !== "number" && typeof value !== "boolean") {
+    if (value === null || value === undefined) continue; // "key:", "key: ~" = unset
+    const source = texts[key];
+    if (typeof value === "object" || typeof source !== "string") {
       throw new ConfigError(
         `Invalid value for "${key}" in config file "${path}": expected a string, number or boolean`,
       );
     }
-    values.set(spec.name, { value: String(value), from: "file", where: path });
+    values.set(spec.name, { value: source, from: "file", where: path });
   }
   return { values, read: true };
 }

@@ -587,6 +587,9 @@ Deno.test("parseConfig() reads typed values from the config file", () => {
     "metrics.high-availability.lease-timeout: 2m",
     "web.max-request-size: 1MiB",
     "db.password:",
+    "db.user: 0123",
+    "db.name: ~",
+    'db.host: "null"',
     "",
   ].join("\n");
   const c = parse([], {}, { "config.yml": yaml });
@@ -596,6 +599,9 @@ Deno.test("parseConfig() reads typed values from the config file", () => {
   assert.equal(c.metrics.ha.leaseTimeoutMs, 120_000);
   assert.equal(c.web.maxRequestBytes, 2 ** 20);
   assert.equal(c.db.password, "");
+  assert.equal(c.db.user, "0123"); // the source text, not the number 123
+  assert.equal(c.db.name, "postgres"); // a YAML null is unset
+  assert.equal(c.db.host, "null");
   assert.equal(parse([], {}, { "config.yml": "" }).configFile, "config.yml");
   assert.equal(parse([], {}, { "config.yml": "# only a comment\n" }).db.port, 5432);
 });
