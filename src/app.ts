@@ -5,7 +5,9 @@
  */
 import type { Sql } from "../deps.ts";
 import { type Config, redactUri } from "./config.ts";
-import { passThrough, writeHandler, type IngestFilter } from "./remote_write/handler.ts";
+import { type IngestFilter, passThrough, writeHandler } from "./remote_write/handler.ts";
+import { HaFilter } from "./ha/filter.ts";
+import { PgLeaseStore } from "./ha/lease_store.ts";
 import { listen, router, type RunningServer } from "./server.ts";
 import { Gate, openPool } from "./storage/db.ts";
 import { migrate, schemaVersion } from "./storage/migrate.ts";
@@ -119,7 +121,26 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
     metrics.dbConnectionsInUse.collect = (g) => g.set({}, gate.active);
     metrics.dbRequestsWaiting.collect = (g) => g.set({}, gate.waiting);
 
-    const filter: IngestFilter = passThrough;
+    let filter: IngestFilter = passThrough;
+    if (cfg.metrics.ha.enabled) {
+      const ha = cfg.metrics.ha;
+      const timings = {
+        leaseTimeoutMs: ha.leaseTimeoutMs,
+        leaseRefreshMs: ha.leaseRefreshMs,
+        failoverTimeoutMs: ha.failoverTimeoutMs,
+      };
+      const haFilter = new HaFilter({
+        store: new PgLeaseStore(sql, timings, ha.clusterLabel),
+        timings,
+        clusterLabel: ha.clusterLabel,
+        replicaLabel: ha.replicaLabel,
+        metrics,
+        log,
+      });
+      haFilter.start();
+      background.push(haFilter);
+      filter = haFilter;
+    }
     const write = writeHandler({
       maxRequestBytes: cfg.web.maxRequestBytes,
       maxDecodedBytes: cfg.web.maxDecodedBytes,

@@ -10,15 +10,24 @@ import { HttpError, toResponse } from "../errors.ts";
 import type { SampleWriter, WriteSeries } from "../storage/writer.ts";
 import { decodeWriteRequest, type DecodedWrite } from "./decode.ts";
 
+/** What a filter lets through, with hooks around the write. */
+export interface FilterResult {
+  series: WriteSeries[];
+  /** Called right before the data is sent; throws (503) when the decision went stale. */
+  guard?: () => void;
+  /** Called once the write is committed. */
+  committed?: () => void;
+}
+
 /** Decides which decoded series are stored (HA de-duplication, legacy election). */
 export interface IngestFilter {
   /** Returns what to store; throws HttpError (400 bad HA labels, 503 database). */
-  apply(decoded: DecodedWrite): Promise<WriteSeries[]>;
+  apply(decoded: DecodedWrite): Promise<FilterResult>;
 }
 
 /** Stores everything: the filter when no HA mode is on. */
 export const passThrough: IngestFilter = {
-  apply: (decoded) => Promise.resolve(decoded.series),
+  apply: (decoded) => Promise.resolve({ series: decoded.series }),
 };
 
 /** Limits and collaborators of the write handler. */
@@ -45,8 +54,9 @@ export function writeHandler(o: WriteHandlerOptions): (req: Request) => Promise<
       checkHeaders(req.headers);
       const body = await readBody(req, o.maxRequestBytes, o.readTimeoutMs);
       const decoded = decodeWriteRequest(body, { maxDecodedBytes: o.maxDecodedBytes });
-      const series = await o.filter.apply(decoded);
-      const result = await o.writer.write(series);
+      const kept = await o.filter.apply(decoded);
+      const result = await o.writer.write(kept.series, kept.guard);
+      kept.committed?.();
       o.onWritten?.(result.samples, result.newSeries, result.deduplicated);
       return new Response(null, { status: 204 });
     } catch (err) {

@@ -25,7 +25,8 @@ import type { SeriesCache } from "./series_cache.ts";
 export interface WriteSeries {
   labels: { name: string; value: string }[];
   timestamps: ArrayLike<number>;
-  values: ArrayLike<number>;
+  /** Values bit for bit (a Float64Array: a JS number may lose a NaN's payload). */
+  values: Float64Array;
 }
 
 /** What a write did, for metrics. */
@@ -38,7 +39,8 @@ export interface WriteResult {
 
 /** Something that stores series: the real writer, or a test double. */
 export interface SampleWriter {
-  write(series: WriteSeries[]): Promise<WriteResult>;
+  /** Stores the series; `guard` runs right before the samples are sent and may refuse (throw). */
+  write(series: WriteSeries[], guard?: () => void): Promise<WriteResult>;
 }
 
 const DAY_MS = 86_400_000;
@@ -82,7 +84,7 @@ export class PgWriter implements SampleWriter {
     readonly cache: SeriesCache,
   ) {}
 
-  async write(series: WriteSeries[]): Promise<WriteResult> {
+  async write(series: WriteSeries[], guard?: () => void): Promise<WriteResult> {
     let samples = 0;
     for (const s of series) samples += s.timestamps.length;
     if (samples === 0) return { samples: 0, newSeries: 0, deduplicated: false };
@@ -91,6 +93,7 @@ export class PgWriter implements SampleWriter {
         const { ids, created } = await this.#seriesIds(series);
         await this.#ensurePartitions(series);
         const rows = encodeCopy(series, ids, samples);
+        guard?.();
         let deduplicated = false;
         try {
           await this.#copy(rows);
@@ -244,6 +247,9 @@ export function encodeCopy(series: WriteSeries[], ids: number[], samples: number
     const idLo = id - idHi * TWO_32;
     const ts = series[s].timestamps;
     const vs = series[s].values;
+    // Values are copied as bytes (little-endian in memory, big-endian on
+    // the wire) so that NaN payloads such as the staleness marker survive.
+    const vb = new Uint8Array(vs.buffer, vs.byteOffset, vs.byteLength);
     for (let i = 0; i < ts.length; i++) {
       dv.setInt16(o, 3);
       dv.setInt32(o + 2, 8);
@@ -259,7 +265,15 @@ export function encodeCopy(series: WriteSeries[], ids: number[], samples: number
       dv.setInt32(o + 18, hi * 1000 + carry);
       dv.setUint32(o + 22, lo - carry * TWO_32);
       dv.setInt32(o + 26, 8);
-      dv.setFloat64(o + 30, vs[i]);
+      const b = i * 8;
+      buf[o + 30] = vb[b + 7];
+      buf[o + 31] = vb[b + 6];
+      buf[o + 32] = vb[b + 5];
+      buf[o + 33] = vb[b + 4];
+      buf[o + 34] = vb[b + 3];
+      buf[o + 35] = vb[b + 2];
+      buf[o + 36] = vb[b + 1];
+      buf[o + 37] = vb[b];
       o += ROW_BYTES;
     }
   }

@@ -56,7 +56,7 @@ export class Counter extends Series {
 
 /** A value that goes up and down; `collect` may compute it at scrape time. */
 export class Gauge extends Series {
-  constructor(name: string, help: string, readonly collect?: (g: Gauge) => void) {
+  constructor(name: string, help: string, public collect?: (g: Gauge) => void) {
     super(name, help, "gauge");
   }
   set(labels: LabelValues, v: number): void {
