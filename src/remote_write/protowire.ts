@@ -6,8 +6,9 @@
  * message that holds it, and every malformed input raises a
  * {@linkcode ProtoDecodeError} rather than a wrong value.
  *
- * protobufjs's reflection decoder is several times slower, reads varints
- * past a sub-message's end and decodes invalid UTF-8 leniently; hence this.
+ * protobufjs's reflection decoder is several times slower, does not bound a
+ * sub-message by its parent's length, truncates over-long varints and
+ * decodes invalid UTF-8 leniently; hence this.
  *
  * @module
  */
@@ -276,12 +277,13 @@ export class ProtoReader {
  * protobuf strings, but PostgreSQL text cannot hold it; look at the bytes to
  * tell the two apart).
  *
- * ASCII, nearly all label names and values, skips TextDecoder, whose
- * per-call cost dominates for short strings: String.fromCharCode with
- * several arguments builds a flat one-byte string, and chunks of 8 keep the
- * intermediate strings few.
+ * Short ASCII, nearly all label names and values, skips TextDecoder, whose
+ * per-call cost (~300 ns) dominates for short strings: String.fromCharCode
+ * with several arguments builds a flat one-byte string, and chunks of 8 keep
+ * the intermediate strings few.
  */
 export function decodeText(buf: Uint8Array, start: number, end: number): string | undefined {
+  if (end - start > 64) return decodeLong(buf, start, end);
   // `b | (b - 1)` has bit 7 set for b >= 0x80 and every high bit set for 0.
   let bad = 0;
   let s = "";
@@ -310,14 +312,15 @@ export function decodeText(buf: Uint8Array, start: number, end: number): string 
     bad |= b0 | (b0 - 1);
     s += String.fromCharCode(b0);
   }
-  return (bad & ~0x7f) === 0 ? s : decodeNonAscii(buf, start, end);
+  return (bad & ~0x7f) === 0 ? s : decodeLong(buf, start, end);
 }
 
 // fatal: invalid UTF-8 throws instead of turning into U+FFFD, as Go's
 // protobuf runtime rejects it in proto3 strings.
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
-function decodeNonAscii(buf: Uint8Array, start: number, end: number): string | undefined {
+/** Non-ASCII or long text: one native call beats many small ones. */
+function decodeLong(buf: Uint8Array, start: number, end: number): string | undefined {
   const bytes = buf.subarray(start, end);
   if (bytes.includes(0)) return undefined;
   try {

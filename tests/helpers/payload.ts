@@ -19,7 +19,10 @@ export interface PayloadSample {
   valueBits?: bigint;
 }
 
-/** A series to encode: labels in the given order (a record's key order). */
+/**
+ * A series to encode, labels in the given order: a record's key order, which
+ * puts integer-like keys first; use an array for any other order.
+ */
 export interface PayloadSeries {
   labels: Record<string, string> | Label[];
   samples: PayloadSample[];
@@ -62,8 +65,9 @@ export function encodeWriteRequest(series: PayloadSeries[]): Uint8Array {
       } else {
         f64[0] = sample.value;
       }
-      // Sample.value = 1 (double), Sample.timestamp = 2 (int64).
-      w.uint32(1 << 3 | 1).fixed64({ low: u32[0], high: u32[1], unsigned: true } as never);
+      // Sample.value = 1 (double: 8 bytes little-endian, here as two
+      // fixed32 words), Sample.timestamp = 2 (int64).
+      w.uint32(1 << 3 | 1).fixed32(u32[0]).fixed32(u32[1]);
       w.uint32(2 << 3 | 0).int64(sample.timestamp);
       w.ldelim();
     }

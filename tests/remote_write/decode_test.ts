@@ -269,20 +269,39 @@ Deno.test("decodeWriteRequest() keeps samples in wire order", () => {
   assert.deepEqual([...d.series[0].values], [3, 1, 2]);
 });
 
-Deno.test("decodeWriteRequest() decodes UTF-8 labels", () => {
+Deno.test("decodeWriteRequest() decodes UTF-8 and long labels", () => {
+  const ascii = Array.from({ length: 1000 }, (_, i) => String.fromCharCode(32 + i % 95)).join("");
   const d = decodeRaw(
     series(
       up,
       label("é", "日本語 ✓"),
       label("emoji", "🦕 deno"),
       label("long", "ü".repeat(300)),
+      label("long_ascii", ascii),
+      label("x".repeat(9), "y".repeat(17)),
       oneSample,
     ),
   );
   assert.deepEqual(d.series[0].labels.slice(1), [
     { name: "emoji", value: "🦕 deno" },
     { name: "long", value: "ü".repeat(300) },
+    { name: "long_ascii", value: ascii },
+    { name: "xxxxxxxxx", value: "yyyyyyyyyyyyyyyyy" },
     { name: "é", value: "日本語 ✓" },
+  ]);
+});
+
+Deno.test("decodeWriteRequest() reuses nothing wrongly between series", () => {
+  // Same lengths, different bytes, slot by slot; and same bytes in other slots.
+  const d = decodeRaw(bytes(
+    series(up, label("aa", "xy"), label("bb", "zz"), oneSample),
+    series(up, label("ab", "xz"), label("bb", "zy"), oneSample),
+    series(label("__name__", "bb"), label("up", "aa"), oneSample),
+  ));
+  assert.deepEqual(d.series.map((s) => s.labels.map((l) => `${l.name}=${l.value}`).join(",")), [
+    "__name__=up,aa=xy,bb=zz",
+    "__name__=up,ab=xz,bb=zy",
+    "__name__=bb,up=aa",
   ]);
 });
 
@@ -562,6 +581,11 @@ const rows: Row[] = [
     name: "rejects NUL in a label name",
     raw: series(up, label("a\0b", "x"), oneSample),
     message: `${P}series 0 has a label name that contains a NUL character`,
+  },
+  {
+    name: "rejects NUL in a long ASCII label value",
+    raw: series(up, label("job", "a".repeat(100) + "\0"), oneSample),
+    message: `${P}series 0 has a label value of label "job" that contains a NUL character`,
   },
   {
     name: "rejects NUL in a long non-ASCII label value",
