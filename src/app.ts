@@ -153,15 +153,19 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
         if (deduplicated) metrics.duplicateWrites.inc();
       },
     });
-    const handler = router({
-      write,
-      health: async () => {
-        await sql`SELECT 1`;
-        return true;
+    const handler = router(
+      {
+        write,
+        health: async () => {
+          await sql`SELECT 1`;
+          return true;
+        },
+        telemetryPath: cfg.web.telemetryPath,
+        maxInFlight: cfg.web.maxInFlight,
       },
-      telemetryPath: cfg.web.telemetryPath,
-      maxInFlight: cfg.web.maxInFlight,
-    }, metrics, log);
+      metrics,
+      log,
+    );
 
     const server = await listen(handler, {
       hostname: cfg.web.hostname,

@@ -82,7 +82,9 @@ async function dispatch(
       headers: { "content-type": "text/plain; charset=utf-8" },
     });
   }
-  if (handler === "other") return toResponse(new HttpError(404, `Not found: ${new URL(req.url).pathname}`));
+  if (handler === "other") {
+    return toResponse(new HttpError(404, `Not found: ${new URL(req.url).pathname}`));
+  }
   const refused = r.authorize?.(req);
   if (refused) return refused;
   if (handler === "metrics") {
@@ -104,34 +106,28 @@ export interface RunningServer {
   finished: Promise<void>;
 }
 
-/** Listens; resolves once the socket is bound. */
+/** Listens; resolves once the socket is bound (throws when it cannot be). */
 export function listen(
   handler: Handler,
   opts: { hostname: string; port: number; cert?: string; key?: string },
   log: Logger,
 ): Promise<RunningServer> {
-  return new Promise((resolve, reject) => {
-    try {
-      const tls = opts.cert && opts.key ? { cert: opts.cert, key: opts.key } : {};
-      const server = Deno.serve({
-        hostname: opts.hostname,
-        port: opts.port,
-        ...tls,
-        onListen: (addr) => {
-          resolve({
-            hostname: addr.hostname,
-            port: addr.port,
-            shutdown: () => server.shutdown(),
-            finished: server.finished,
-          });
-        },
-        onError: (err) => {
-          log.error("HTTP server error", { err });
-          return toResponse(err);
-        },
-      }, handler);
-    } catch (err) {
-      reject(err);
-    }
+  const tls = opts.cert && opts.key ? { cert: opts.cert, key: opts.key } : {};
+  const server = Deno.serve({
+    hostname: opts.hostname,
+    port: opts.port,
+    ...tls,
+    onListen: () => {},
+    onError: (err) => {
+      log.error("HTTP server error", { err });
+      return toResponse(err);
+    },
+  }, handler);
+  const addr = server.addr as Deno.NetAddr;
+  return Promise.resolve({
+    hostname: addr.hostname,
+    port: addr.port,
+    shutdown: () => server.shutdown(),
+    finished: server.finished,
   });
 }

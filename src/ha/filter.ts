@@ -228,9 +228,7 @@ export class HaFilter implements IngestFilter {
         }
       }
       if (ts.length === 0) min = max = Date.now();
-      row = await this.#db(() =>
-        this.#o.store.updateLease(g.cluster, first.replica, min, max, 0)
-      );
+      row = await this.#db(() => this.#o.store.updateLease(g.cluster, first.replica, min, max, 0));
     }
     await this.#adopt(s, row, askedAt);
     return s;

@@ -8,7 +8,7 @@
  */
 import { HttpError, toResponse } from "../errors.ts";
 import type { SampleWriter, WriteSeries } from "../storage/writer.ts";
-import { decodeWriteRequest, type DecodedWrite } from "./decode.ts";
+import { type DecodedWrite, decodeWriteRequest } from "./decode.ts";
 
 /** What a filter lets through, with hooks around the write. */
 export interface FilterResult {
@@ -97,7 +97,11 @@ function checkHeaders(h: Headers): void {
  * as Content-Length or the bytes read pass it, 408 when the client is too
  * slow (a body trickled byte by byte must not hold a slot forever).
  */
-export async function readBody(req: Request, limit: number, timeoutMs: number): Promise<Uint8Array> {
+export async function readBody(
+  req: Request,
+  limit: number,
+  timeoutMs: number,
+): Promise<Uint8Array> {
   const declared = req.headers.get("content-length");
   if (declared !== null && Number(declared) > limit) {
     throw new HttpError(413, `Request body of ${declared} bytes exceeds limit ${limit}`);

@@ -4,7 +4,7 @@
  * the ones that wait find the work done).
  */
 import type { Sql } from "../../deps.ts";
-import { MIGRATION_LOCK_KEY, MIGRATIONS, type MigrationEnv } from "./migrations/schema.ts";
+import { MIGRATION_LOCK_KEY, type MigrationEnv, MIGRATIONS } from "./migrations/schema.ts";
 
 /** What a migration run did. */
 export interface MigrateResult {

@@ -48,9 +48,25 @@ const DAY_MS = 86_400_000;
 const PG_EPOCH_MS = 946_684_800_000;
 const TWO_32 = 4_294_967_296;
 const COPY_HEADER = new Uint8Array([
-  0x50, 0x47, 0x43, 0x4f, 0x50, 0x59, 0x0a, 0xff, 0x0d, 0x0a, 0x00, // "PGCOPY\n\377\r\n\0"
-  0, 0, 0, 0, // flags
-  0, 0, 0, 0, // header extension length
+  0x50,
+  0x47,
+  0x43,
+  0x4f,
+  0x50,
+  0x59,
+  0x0a,
+  0xff,
+  0x0d,
+  0x0a,
+  0x00, // "PGCOPY\n\377\r\n\0"
+  0,
+  0,
+  0,
+  0, // flags
+  0,
+  0,
+  0,
+  0, // header extension length
 ]);
 const ROW_BYTES = 2 + 3 * (4 + 8);
 
@@ -202,13 +218,10 @@ export class PgWriter implements SampleWriter {
   }
 
   async #copy(rows: Uint8Array): Promise<void> {
-    const stream = await this.sql`COPY _prom_data.samples (series_id, time, value)
-                                  FROM STDIN (FORMAT binary)`.writable();
-    await new Promise<void>((resolve, reject) => {
-      stream.once("error", reject);
-      stream.once("finish", resolve);
-      stream.end(rows);
-    });
+    await copyIn(
+      this.sql`COPY _prom_data.samples (series_id, time, value) FROM STDIN (FORMAT binary)`,
+      rows,
+    );
   }
 
   async #copyDeduplicated(rows: Uint8Array): Promise<void> {
@@ -216,18 +229,47 @@ export class PgWriter implements SampleWriter {
       await tx`CREATE TEMP TABLE IF NOT EXISTS promscale_incoming
                (series_id bigint, time timestamptz, value double precision)
                ON COMMIT DELETE ROWS`;
-      const stream = await tx`COPY promscale_incoming (series_id, time, value)
-                              FROM STDIN (FORMAT binary)`.writable();
-      await new Promise<void>((resolve, reject) => {
-        stream.once("error", reject);
-        stream.once("finish", resolve);
-        stream.end(rows);
-      });
+      await copyIn(
+        tx`COPY promscale_incoming (series_id, time, value) FROM STDIN (FORMAT binary)`,
+        rows,
+      );
       await tx`INSERT INTO _prom_data.samples (series_id, time, value)
                SELECT series_id, time, value FROM promscale_incoming
                ON CONFLICT (series_id, time) DO NOTHING`;
     });
   }
+}
+
+/** The parts of a postgres.js query that a COPY needs. */
+interface CopyQuery {
+  reject: (err: unknown) => void;
+  writable(): Promise<NodeJS.WritableStream>;
+}
+
+/**
+ * Runs `COPY … FROM STDIN` with `data` and resolves when the server has
+ * committed it. postgres.js settles a COPY's stream only on success: an
+ * error reported after the last byte (a unique violation, a dropped
+ * connection) reaches the query's `reject`, which has already resolved
+ * with the stream, and the stream never finishes. Hooking `reject` makes
+ * that error reject here instead of hanging.
+ */
+export async function copyIn(query: unknown, data: Uint8Array): Promise<void> {
+  const q = query as CopyQuery;
+  const failed = Promise.withResolvers<never>();
+  const reject = q.reject;
+  q.reject = (err) => {
+    failed.reject(err);
+    reject(err);
+  };
+  failed.promise.catch(() => {});
+  const stream = await Promise.race([q.writable(), failed.promise]);
+  const done = new Promise<void>((resolve, rejectDone) => {
+    stream.once("error", rejectDone);
+    stream.once("finish", resolve);
+  });
+  stream.end(data);
+  await Promise.race([done, failed.promise]);
 }
 
 function toMs(d: Date, ifInfinite: number): number {

@@ -257,7 +257,6 @@ export const MIGRATIONS: Migration[] = [
   },
 ];
 
-
 /**
  * Lease-based high availability (DESIGN.md, "High availability: lease-based").
  *
