@@ -73,16 +73,20 @@ function checkHeaders(h: Headers): void {
       `Unsupported Content-Encoding "${encoding}": remote write 1.0 requires "snappy"`,
     );
   }
-  const type = (h.get("content-type") ?? "").toLowerCase();
+  // The media type and parameter names are case-insensitive, the proto
+  // parameter's value (a message name) is not.
+  const type = h.get("content-type") ?? "";
   const [mime, ...params] = type.split(";").map((s) => s.trim());
-  if (mime !== "application/x-protobuf") {
+  if (mime.toLowerCase() !== "application/x-protobuf") {
     throw new HttpError(
       415,
       `Unsupported Content-Type "${type}": remote write 1.0 requires "application/x-protobuf"`,
     );
   }
   for (const p of params) {
-    const [k, v] = p.split("=").map((s) => s.trim());
+    const eq = p.indexOf("=");
+    const k = (eq < 0 ? p : p.slice(0, eq)).trim().toLowerCase();
+    const v = eq < 0 ? "" : p.slice(eq + 1).trim().replace(/^"(.*)"$/, "$1");
     if (k === "proto" && v !== "prometheus.WriteRequest") {
       throw new HttpError(
         415,
