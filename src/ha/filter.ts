@@ -56,6 +56,7 @@ class ClusterState {
   reportedWritten = -Infinity;
   reportedHeardAt = -Infinity;
   lastAsked = -Infinity;
+  lastTakeover = -Infinity;
   waiters = new Set<() => void>();
   constructor(readonly cluster: string) {}
 
@@ -86,6 +87,11 @@ export class HaFilter implements IngestFilter {
     this.#now = o.now ?? (() => performance.now());
     this.#maxClusters = o.maxClusters ?? 10_000;
     this.#holdMs = o.holdMs ?? Math.min(5_000, Math.floor(o.timings.failoverTimeoutMs / 3));
+  }
+
+  /** Clusters held in memory (bounded by maxClusters). */
+  get clusterCount(): number {
+    return this.#states.size;
   }
 
   /** Starts the background reporter (leader progress, once per lease-refresh per cluster). */
@@ -315,8 +321,8 @@ export class HaFilter implements IngestFilter {
         throw new UnavailableError(`Cannot confirm the HA lease of cluster "${g.cluster}"`);
       }
       if (!ahead) return this.#collect(s, g, decoded, now);
-      if (overdue(v, now) && now - s.lastAsked >= ASK_SPACING_MS) {
-        s.lastAsked = now;
+      if (overdue(v, now) && now - s.lastTakeover >= ASK_SPACING_MS) {
+        s.lastTakeover = now;
         const askedAt = this.#now();
         const row = await this.#db(() =>
           this.#o.store.tryChangeLeader(g.cluster, aheadReplica, aheadMax)

@@ -345,11 +345,16 @@ BEGIN
 END $$;
 
 -- Hands the lease to 'new_leader' when the leader has not been heard for
--- 'failover_timeout' on the database's clock. The new lease starts right
+-- 'failover_timeout' on the database's clock. The old lease ends right
 -- after the newest sample the old leader actually wrote: the reported
 -- max_time, or a newer stored sample of the cluster's series if a connector
--- wrote one it had not yet reported (it died, or its report is in flight),
--- so the handover leaves no hole in sample time and no instant twice.
+-- wrote one it had not yet reported (it died, or its report is in flight).
+-- "Right after" means after that sample's scrape round: half a scrape
+-- interval (estimated from the two newest samples of that series) past it,
+-- so that the new leader's sample of the SAME round, taken a fraction of
+-- an interval later on its own schedule, is not stored as a second copy,
+-- while its sample of the next round is. Without an estimate, 1 ms.
+-- Either way the leases stay contiguous: no hole in sample time.
 CREATE FUNCTION _prom_catalog.try_change_leader(
   cluster text, new_leader text, max_time timestamptz,
   failover_timeout interval, lease_timeout interval, cluster_label text
@@ -357,7 +362,9 @@ CREATE FUNCTION _prom_catalog.try_change_leader(
 LANGUAGE plpgsql AS $$
 DECLARE
   l _prom_catalog.ha_leases%ROWTYPE;
-  written timestamptz;
+  last_time timestamptz;
+  last_series bigint;
+  prev_time timestamptz;
   boundary timestamptz;
 BEGIN
   SELECT * INTO l FROM _prom_catalog.ha_leases WHERE cluster_name = cluster FOR UPDATE;
@@ -365,12 +372,21 @@ BEGIN
      OR clock_timestamp() - l.last_heard < failover_timeout THEN
     RETURN _prom_catalog.ha_state(l);
   END IF;
-  SELECT max(s.time) INTO written
+  SELECT s.time, s.series_id INTO last_time, last_series
   FROM _prom_data.samples s
   WHERE s.series_id IN (SELECT id FROM _prom_catalog.series
                         WHERE labels @> jsonb_build_object(cluster_label, cluster))
-    AND s.time > l.max_time AND s.time < l.lease_until;
-  boundary := greatest(l.max_time, written) + interval '1 millisecond';
+    AND s.time >= greatest(l.max_time, l.lease_start) AND s.time < l.lease_until
+  ORDER BY s.time DESC LIMIT 1;
+  IF last_time IS NULL THEN
+    boundary := l.max_time + interval '1 millisecond';
+  ELSE
+    SELECT max(s.time) INTO prev_time FROM _prom_data.samples s
+    WHERE s.series_id = last_series AND s.time < last_time
+      AND s.time >= last_time - lease_timeout;
+    boundary := last_time + greatest(interval '1 millisecond',
+                                     coalesce((last_time - prev_time) / 2, interval '0'));
+  END IF;
   IF boundary <= l.lease_start THEN
     -- The old leader wrote nothing in its lease: the lease is void.
     boundary := l.lease_start;
