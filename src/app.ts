@@ -5,6 +5,7 @@
  */
 import type { Sql } from "../deps.ts";
 import { type Config, redactUri } from "./config.ts";
+import { authorizer } from "./auth.ts";
 import { type IngestFilter, passThrough, writeHandler } from "./remote_write/handler.ts";
 import { HaFilter } from "./ha/filter.ts";
 import { PgLeaseStore } from "./ha/lease_store.ts";
@@ -162,17 +163,31 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
         },
         telemetryPath: cfg.web.telemetryPath,
         maxInFlight: cfg.web.maxInFlight,
+        authorize: authorizer({
+          username: cfg.web.authUsername,
+          password: cfg.web.authPassword,
+          bearerToken: cfg.web.authBearerToken,
+        }),
       },
       metrics,
       log,
     );
 
+    // Reading the certificate and key is configuration, done once at start.
+    const tls = cfg.web.tlsCertFile !== ""
+      ? {
+        cert: await readTlsFile(cfg.web.tlsCertFile, "auth.tls-cert-file"),
+        key: await readTlsFile(cfg.web.tlsKeyFile, "auth.tls-key-file"),
+      }
+      : {};
     const server = await listen(handler, {
       hostname: cfg.web.hostname,
       port: cfg.web.port,
+      ...tls,
     }, log);
     const host = server.hostname.includes(":") ? `[${server.hostname}]` : server.hostname;
-    const url = `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${server.port}`;
+    const scheme = tls.cert ? "https" : "http";
+    const url = `${scheme}://${host === "0.0.0.0" ? "127.0.0.1" : host}:${server.port}`;
     log.info("Promscale connector started", {
       version: VERSION,
       listen: `${host}:${server.port}`,
@@ -196,6 +211,14 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
     for (const b of background.reverse()) await b.stop().catch(() => {});
     await sql.end({ timeout: 5 }).catch(() => {});
     throw err;
+  }
+}
+
+async function readTlsFile(path: string, flag: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (err) {
+    throw new Error(`Cannot read --${flag} "${path}": ${(err as Error).message}`);
   }
 }
 

@@ -82,11 +82,13 @@ async function dispatch(
       headers: { "content-type": "text/plain; charset=utf-8" },
     });
   }
+  // Every endpoint but /healthz needs credentials, unknown paths included,
+  // so that a 404 tells an unauthenticated client nothing.
+  const refused = r.authorize?.(req);
+  if (refused) return refused;
   if (handler === "other") {
     return toResponse(new HttpError(404, `Not found: ${new URL(req.url).pathname}`));
   }
-  const refused = r.authorize?.(req);
-  if (refused) return refused;
   if (handler === "metrics") {
     return new Response(metrics.registry.render(), {
       headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
