@@ -286,6 +286,26 @@ Deno.test("the write path stores what Prometheus sends, exactly once", async (t)
       assertEquals((last.time as Date).getTime(), T0);
     });
 
+    await t.step("a metric with more label keys than a view can hold is still stored", async () => {
+      // A view has at most 1600 columns; keys past that live in `labels` only.
+      const labels: Record<string, string> = { __name__: "very_wide" };
+      for (let i = 0; i < 1700; i++) labels[`l${String(i).padStart(4, "0")}`] = `v${i}`;
+      await postOk(connector, [{ labels, samples: [{ value: 1, timestamp: T0 }] }]);
+      await postOk(connector, [{
+        labels: { __name__: "very_wide", late_key: "x" },
+        samples: [{ value: 2, timestamp: T0 }],
+      }]);
+      const view = await viewOf(db, "very_wide");
+      const cols = await viewColumns(db, view);
+      assertEquals(cols.length, 1600);
+      assertEquals(cols[4], "l0000");
+      const rows = await db.sql.unsafe<{ value: number; keys: number; l0000: string | null }[]>(
+        `SELECT value, (SELECT count(*)::int FROM jsonb_object_keys(labels)) AS keys, l0000
+         FROM ${view} ORDER BY value`,
+      );
+      assertEquals(rows.map((r) => [r.value, r.keys, r.l0000]), [[1, 1700, "v0"], [2, 1, null]]);
+    });
+
     await t.step("metric names that are not identifiers get distinct, working views", async () => {
       const names = [
         'say "cheese"',

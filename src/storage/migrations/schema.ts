@@ -101,8 +101,8 @@ BEGIN
 END $$;
 
 -- Records a metric's label keys and (re)creates its prom_metric view when a
--- metric or a key is new. New keys are appended so CREATE OR REPLACE VIEW
--- keeps the existing columns in place.
+-- metric or a key is new (at most 1596 label columns). New keys are
+-- appended so CREATE OR REPLACE VIEW keeps the existing columns in place.
 CREATE FUNCTION _prom_catalog.register_metric(p_metric text, p_keys text[]) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -124,6 +124,10 @@ BEGIN
   END IF;
   FOREACH k IN ARRAY (SELECT array_agg(x ORDER BY x) FROM unnest(p_keys) x) LOOP
     CONTINUE WHEN k = '__name__' OR k = ANY(m.label_keys);
+    -- A view has at most 1600 columns, 4 of them fixed: past that, keys
+    -- are only in the labels column (else every new series of the metric
+    -- would fail, and Prometheus would retry it forever).
+    EXIT WHEN coalesce(array_length(m.label_keys, 1), 0) >= 1596;
     m.label_keys := m.label_keys || k;
     m.column_names := m.column_names || _prom_catalog.safe_identifier(k,
       m.column_names || ARRAY['time', 'value', 'series_id', 'labels']);
