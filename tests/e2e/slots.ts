@@ -1,0 +1,30 @@
+/**
+ * Scrape-slot accounting for end-to-end checks. Replicas of a HA pair
+ * scrape on their own schedules (Prometheus offsets each replica's scrapes
+ * differently), so a slot is judged by the spacing of consecutive stored
+ * samples: a gap of about two intervals is one missed scrape, two samples
+ * closer than half an interval are one scrape stored twice.
+ */
+
+/** What the samples of one series show. */
+export interface SlotReport {
+  samples: number;
+  /** Scrapes missing between the first and last sample. */
+  missed: number;
+  /** Scrapes stored twice (two samples closer than half an interval). */
+  doubled: number;
+  /** Longest gap between consecutive samples, in ms. */
+  longestGapMs: number;
+}
+
+/** Analyses sorted sample times (ms) of one series scraped every `intervalMs`. */
+export function analyseSlots(times: number[], intervalMs: number): SlotReport {
+  let missed = 0, doubled = 0, longest = 0;
+  for (let i = 1; i < times.length; i++) {
+    const gap = times[i] - times[i - 1];
+    if (gap > longest) longest = gap;
+    if (gap < intervalMs / 2) doubled++;
+    else missed += Math.max(0, Math.round(gap / intervalMs) - 1);
+  }
+  return { samples: times.length, missed, doubled, longestGapMs: longest };
+}
