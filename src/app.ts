@@ -8,6 +8,12 @@ import { type Config, redactUri } from "./config.ts";
 import { authorizer } from "./auth.ts";
 import { type IngestFilter, passThrough, writeHandler } from "./remote_write/handler.ts";
 import { HaFilter } from "./ha/filter.ts";
+import {
+  AdvisoryLockElection,
+  ELECTION_APP_NAME,
+  openElectionPool,
+} from "./election/advisory_lock.ts";
+import { ElectionFilter } from "./election/filter.ts";
 import { PgLeaseStore } from "./ha/lease_store.ts";
 import { listen, router, type RunningServer } from "./server.ts";
 import { Gate, openPool } from "./storage/db.ts";
@@ -142,6 +148,26 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
       background.push(haFilter);
       filter = haFilter;
     }
+    if (cfg.legacyElection.advisoryLockId !== null) {
+      // Deprecated (the warning is among cfg.warnings, logged above): the
+      // lock lives on a connection of its own, outside the write pool.
+      const election = new AdvisoryLockElection({
+        lockId: cfg.legacyElection.advisoryLockId,
+        prometheusTimeoutMs: cfg.legacyElection.prometheusTimeoutMs,
+        openPool: (onclose) =>
+          openElectionPool({
+            uri: cfg.db.uri,
+            app: ELECTION_APP_NAME,
+            sslMode: cfg.db.sslMode,
+            connectTimeoutMs: cfg.db.connectionTimeoutMs,
+          }, onclose),
+        metrics,
+        log,
+      });
+      election.start();
+      background.push(election);
+      filter = new ElectionFilter(election, metrics);
+    }
     const write = writeHandler({
       maxRequestBytes: cfg.web.maxRequestBytes,
       maxDecodedBytes: cfg.web.maxDecodedBytes,
@@ -193,7 +219,11 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
       listen: `${host}:${server.port}`,
       db: redactUri(cfg.db.uri),
       pool: poolSize,
-      ha: cfg.metrics.ha.enabled ? "lease" : "off",
+      ha: cfg.metrics.ha.enabled
+        ? "lease"
+        : cfg.legacyElection.advisoryLockId !== null
+        ? "advisory-lock"
+        : "off",
     });
 
     let stopping: Promise<void> | null = null;
