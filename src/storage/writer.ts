@@ -110,19 +110,36 @@ export class PgWriter implements SampleWriter {
         await this.#ensurePartitions(series);
         const rows = encodeCopy(series, ids, samples);
         guard?.();
-        let deduplicated = false;
+        let deduplicated: boolean;
         try {
-          await this.#copy(rows);
+          deduplicated = await this.#store(rows);
         } catch (err) {
-          if ((err as { code?: string }).code !== "23505") throw err;
-          deduplicated = true;
-          await this.#copyDeduplicated(rows);
+          // 23514 "no partition of relation found for row": the retention
+          // job (maybe another connector's) dropped a partition this writer
+          // still had cached. Forget the cache, make sure again, retry once.
+          if ((err as { code?: string }).code !== "23514") throw err;
+          this.forgetPartitions();
+          await this.#ensurePartitions(series);
+          guard?.();
+          deduplicated = await this.#store(rows);
         }
         return { samples, newSeries: created, deduplicated };
       } catch (err) {
         throw mapDbError(err);
       }
     });
+  }
+
+  /** COPY; on a unique violation (a retried request) the slow path. True when that ran. */
+  async #store(rows: Uint8Array): Promise<boolean> {
+    try {
+      await this.#copy(rows);
+      return false;
+    } catch (err) {
+      if ((err as { code?: string }).code !== "23505") throw err;
+      await this.#copyDeduplicated(rows);
+      return true;
+    }
   }
 
   /** Drops what the writer remembers about partitions (after retention dropped some). */

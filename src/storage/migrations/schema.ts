@@ -416,5 +416,120 @@ END $$;
 
 MIGRATIONS.push({ version: 2, description: "lease-based high availability", sql: HA });
 
+/**
+ * Read path (version 3): retention settings with Promscale's SQL API, and a
+ * `prom_series.<metric>` view per metric (series id, labels, one text
+ * column per label key).
+ *
+ * Retention: `_prom_catalog.default_retention` holds the default (one row,
+ * 90 days), `_prom_catalog.metric_retention` the per-metric overrides; the
+ * connector's retention job (src/storage/retention.ts) applies them.
+ *
+ * prom_series views are made by a trigger on `_prom_catalog.metric`, the
+ * row `register_metric` writes whenever a metric or a label key is new, so
+ * they follow the prom_metric views without redefining `register_metric`
+ * (columns are appended in the same order, which CREATE OR REPLACE VIEW
+ * requires). Views of metrics that already exist are made here.
+ */
+const READ_PATH = `
+CREATE TABLE _prom_catalog.default_retention (
+  only_row         boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+  retention_period interval NOT NULL CHECK (retention_period > interval '0')
+);
+INSERT INTO _prom_catalog.default_retention (retention_period) VALUES (interval '90 days');
+
+CREATE TABLE _prom_catalog.metric_retention (
+  metric_name      text PRIMARY KEY,
+  retention_period interval NOT NULL CHECK (retention_period > interval '0')
+);
+
+CREATE FUNCTION _prom_catalog.check_retention_period(p interval) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+  IF p IS NULL OR p <= interval '0' THEN
+    RAISE EXCEPTION 'Invalid retention period "%": must be greater than 0', p
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+END $$;
+
+CREATE FUNCTION _prom_catalog.get_default_retention_period() RETURNS interval
+LANGUAGE sql STABLE AS $$ SELECT retention_period FROM _prom_catalog.default_retention $$;
+
+CREATE FUNCTION prom_api.get_default_retention_period() RETURNS interval
+LANGUAGE sql STABLE AS $$ SELECT _prom_catalog.get_default_retention_period() $$;
+
+CREATE FUNCTION prom_api.set_default_retention_period(retention_period interval) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM _prom_catalog.check_retention_period(retention_period);
+  UPDATE _prom_catalog.default_retention d
+  SET retention_period = set_default_retention_period.retention_period;
+  RETURN true;
+END $$;
+
+CREATE FUNCTION prom_api.set_metric_retention_period(metric_name text, new_retention_period interval)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM _prom_catalog.check_retention_period(new_retention_period);
+  INSERT INTO _prom_catalog.metric_retention AS r (metric_name, retention_period)
+  VALUES (set_metric_retention_period.metric_name, new_retention_period)
+  ON CONFLICT ON CONSTRAINT metric_retention_pkey
+  DO UPDATE SET retention_period = EXCLUDED.retention_period;
+  RETURN true;
+END $$;
+
+CREATE FUNCTION prom_api.reset_metric_retention_period(metric_name text) RETURNS boolean
+LANGUAGE sql AS $$
+  DELETE FROM _prom_catalog.metric_retention r
+  WHERE r.metric_name = reset_metric_retention_period.metric_name;
+  SELECT true;
+$$;
+
+CREATE FUNCTION prom_api.get_metric_retention_period(metric_name text) RETURNS interval
+LANGUAGE sql STABLE AS $$
+  SELECT coalesce(
+    (SELECT r.retention_period FROM _prom_catalog.metric_retention r
+     WHERE r.metric_name = get_metric_retention_period.metric_name),
+    _prom_catalog.get_default_retention_period())
+$$;
+
+-- (Re)creates prom_series.<view_name> for a metric row.
+CREATE FUNCTION _prom_catalog.create_series_view(m _prom_catalog.metric) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  cols text := '';
+  i int;
+BEGIN
+  FOR i IN 1 .. coalesce(array_length(m.label_keys, 1), 0) LOOP
+    cols := cols || format(', ser.labels ->> %L AS %I', m.label_keys[i], m.column_names[i]);
+  END LOOP;
+  EXECUTE format(
+    'CREATE OR REPLACE VIEW prom_series.%I AS SELECT ser.id AS series_id, '
+    '(ser.labels - ''__name__'') AS labels%s FROM _prom_catalog.series ser '
+    'WHERE ser.metric_name = %L',
+    m.view_name, cols, m.metric_name);
+END $$;
+
+CREATE FUNCTION _prom_catalog.metric_series_view() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM _prom_catalog.create_series_view(NEW);
+  RETURN NULL;
+END $$;
+
+CREATE TRIGGER metric_series_view
+AFTER INSERT OR UPDATE ON _prom_catalog.metric
+FOR EACH ROW EXECUTE FUNCTION _prom_catalog.metric_series_view();
+
+SELECT _prom_catalog.create_series_view(m) FROM _prom_catalog.metric m;
+`;
+
+MIGRATIONS.push({
+  version: 3,
+  description: "retention settings and prom_series views",
+  sql: READ_PATH,
+});
+
 /** The schema version this build brings the database to. */
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
