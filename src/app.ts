@@ -21,6 +21,8 @@ import { migrate, schemaVersion } from "./storage/migrate.ts";
 import { SCHEMA_VERSION } from "./storage/migrations/schema.ts";
 import { SeriesCache } from "./storage/series_cache.ts";
 import { PgWriter } from "./storage/writer.ts";
+import { DEFAULT_MAX_READ_SAMPLES, readHandler } from "./remote_read/handler.ts";
+import { RetentionJob } from "./storage/retention.ts";
 import type { Logger } from "./telemetry/log.ts";
 import { ConnectorMetrics } from "./telemetry/metrics.ts";
 import { COMMIT, VERSION } from "./version.ts";
@@ -180,9 +182,29 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
         if (deduplicated) metrics.duplicateWrites.inc();
       },
     });
+    // Read path: remote read, and the retention job (every connector runs
+    // it; an advisory lock lets one at a time do the work).
+    const read = readHandler({
+      sql,
+      gate,
+      maxRequestBytes: cfg.web.maxRequestBytes,
+      maxDecodedBytes: cfg.web.maxDecodedBytes,
+      readTimeoutMs: cfg.web.readTimeoutMs,
+      maxSamples: DEFAULT_MAX_READ_SAMPLES,
+      replicaLabel: cfg.metrics.ha.enabled ? cfg.metrics.ha.replicaLabel : undefined,
+    });
+    const retention = new RetentionJob({
+      sql,
+      log,
+      metrics,
+      onPartitionsDropped: () => writer.forgetPartitions(),
+    });
+    retention.start();
+    background.push(retention);
     const handler = router(
       {
         write,
+        read,
         health: async () => {
           await sql`SELECT 1`;
           return true;

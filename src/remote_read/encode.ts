@@ -1,0 +1,176 @@
+/**
+ * Encodes a sampled remote read response, `prometheus.ReadResponse`, by
+ * hand: sizes first, then one buffer written front to back.
+ *
+ * By hand because sample values must keep every bit: Prometheus's
+ * staleness marker is a signalling NaN (0x7ff0000000000002) and V8 quiets
+ * such a NaN whenever it passes through a JS number. Values therefore
+ * travel as bytes from PostgreSQL (`float8send`, big-endian) into the
+ * protobuf's little-endian `double` field, never as numbers.
+ *
+ * @module
+ */
+import { snappy } from "../../deps.ts";
+
+/** One series of a query result. */
+export interface ResultSeries {
+  /** Sorted by name (byte order), `__name__` included. */
+  labels: { name: string; value: string }[];
+  /** Sample timestamps, ms since the epoch, ascending. */
+  timestamps: ArrayLike<number>;
+  /** The values, 8 bytes each, IEEE 754 big-endian (what `float8send` returns). */
+  valuesBE: Uint8Array;
+}
+
+const TWO_32 = 4_294_967_296;
+const encoder = new TextEncoder();
+
+/** Bytes of `v` (0 ≤ v < 2^53) as a varint. */
+function varintSize(v: number): number {
+  let n = 1;
+  while (v >= 128) {
+    v = Math.floor(v / 128);
+    n++;
+  }
+  return n;
+}
+
+/** Bytes of an int64 varint (negative numbers take ten). */
+function int64Size(v: number): number {
+  return v < 0 ? 10 : varintSize(v);
+}
+
+class Out {
+  pos = 0;
+  constructor(readonly buf: Uint8Array) {}
+
+  varint(v: number): void {
+    while (v >= 128) {
+      this.buf[this.pos++] = (v % 128) | 0x80;
+      v = Math.floor(v / 128);
+    }
+    this.buf[this.pos++] = v;
+  }
+
+  int64(v: number): void {
+    if (v >= 0) return this.varint(v);
+    // Two's complement over 64 bits, as protobuf writes a negative int64.
+    let u = BigInt.asUintN(64, BigInt(v));
+    for (let i = 0; i < 9; i++) {
+      this.buf[this.pos++] = Number(u & 0x7fn) | 0x80;
+      u >>= 7n;
+    }
+    this.buf[this.pos++] = Number(u);
+  }
+
+  bytes(b: Uint8Array): void {
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+  }
+}
+
+/** Sizes computed in the first pass, reused in the second. */
+interface Planned {
+  labels: { name: Uint8Array; value: Uint8Array; size: number }[];
+  size: number;
+}
+
+/**
+ * Encodes `prometheus.ReadResponse`: one `QueryResult` per entry of
+ * `results`, in order (not compressed).
+ */
+export function encodeReadResponse(results: ResultSeries[][]): Uint8Array {
+  const plans: Planned[][] = [];
+  const resultSizes: number[] = [];
+  let total = 0;
+  for (const series of results) {
+    const planned: Planned[] = [];
+    let resultSize = 0;
+    for (const s of series) {
+      if (s.valuesBE.length !== s.timestamps.length * 8) {
+        throw new Error(
+          `Cannot encode read response: ${s.timestamps.length} timestamps but ${s.valuesBE.length} value bytes`,
+        );
+      }
+      let size = 0;
+      const labels = s.labels.map((l) => {
+        const name = encoder.encode(l.name);
+        const value = encoder.encode(l.value);
+        // Label: name = 1, value = 2 (strings).
+        const labelSize = 1 + varintSize(name.length) + name.length + 1 +
+          varintSize(value.length) + value.length;
+        size += 1 + varintSize(labelSize) + labelSize;
+        return { name, value, size: labelSize };
+      });
+      const ts = s.timestamps;
+      for (let i = 0; i < ts.length; i++) {
+        // Sample: value = 1 (fixed64, 9 bytes with its key), timestamp = 2 (varint).
+        size += 2 + 9 + 1 + int64Size(ts[i]);
+      }
+      planned.push({ labels, size });
+      resultSize += 1 + varintSize(size) + size;
+    }
+    plans.push(planned);
+    resultSizes.push(resultSize);
+    total += 1 + varintSize(resultSize) + resultSize;
+  }
+
+  const out = new Out(new Uint8Array(total));
+  const buf = out.buf;
+  for (let r = 0; r < results.length; r++) {
+    out.varint(0x0a); // ReadResponse.results = 1
+    out.varint(resultSizes[r]);
+    const series = results[r];
+    for (let k = 0; k < series.length; k++) {
+      const s = series[k];
+      const plan = plans[r][k];
+      out.varint(0x0a); // QueryResult.timeseries = 1
+      out.varint(plan.size);
+      for (const l of plan.labels) {
+        out.varint(0x0a); // TimeSeries.labels = 1
+        out.varint(l.size);
+        out.varint(0x0a); // Label.name = 1
+        out.varint(l.name.length);
+        out.bytes(l.name);
+        out.varint(0x12); // Label.value = 2
+        out.varint(l.value.length);
+        out.bytes(l.value);
+      }
+      const ts = s.timestamps;
+      const v = s.valuesBE;
+      for (let i = 0; i < ts.length; i++) {
+        out.varint(0x12); // TimeSeries.samples = 2
+        out.varint(9 + 1 + int64Size(ts[i]));
+        buf[out.pos++] = 0x09; // Sample.value = 1, fixed64
+        // Big-endian to little-endian, byte by byte: the bits stay exact.
+        const b = i * 8;
+        let p = out.pos;
+        for (let j = 7; j >= 0; j--) buf[p++] = v[b + j];
+        out.pos = p;
+        buf[out.pos++] = 0x10; // Sample.timestamp = 2, varint
+        out.int64(ts[i]);
+      }
+    }
+  }
+  if (out.pos !== total) {
+    throw new Error(`Cannot encode read response: wrote ${out.pos} bytes, planned ${total}`);
+  }
+  return buf;
+}
+
+/** The snappy-compressed response body. */
+export function compressResponse(raw: Uint8Array): Uint8Array<ArrayBuffer> {
+  const out = snappy.compress(raw);
+  return new Uint8Array(out.buffer as ArrayBuffer, out.byteOffset, out.byteLength);
+}
+
+/** Reads big-endian int64s (what `int8send` returns) as numbers (exact below 2^53). */
+export function int64sFromBE(bytes: Uint8Array): Float64Array {
+  const n = bytes.length >>> 3;
+  const out = new Float64Array(n);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let i = 0; i < n; i++) {
+    out[i] = dv.getInt32(i * 8) * TWO_32 + dv.getUint32(i * 8 + 4);
+  }
+  return out;
+}
