@@ -1,0 +1,244 @@
+/**
+ * Retention on the real PostgreSQL: Promscale's SQL API, the job that drops
+ * partitions and deletes rows, its behaviour beside writers and other
+ * connectors. Periods are short (minutes, days) and samples are written
+ * with old timestamps through the real writer.
+ */
+import { postgres } from "../deps.ts";
+import { Gate } from "../src/storage/db.ts";
+import { migrate } from "../src/storage/migrate.ts";
+import { RETENTION_LOCK_KEY, RetentionJob } from "../src/storage/retention.ts";
+import { SeriesCache } from "../src/storage/series_cache.ts";
+import { PgWriter, type WriteSeries } from "../src/storage/writer.ts";
+import { Logger } from "../src/telemetry/log.ts";
+import { ConnectorMetrics } from "../src/telemetry/metrics.ts";
+import { assert, assertEquals, assertRejects } from "./helpers/assert.ts";
+import { type FreshDatabase, freshDatabase } from "./helpers/db.ts";
+
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+
+function series(metric: string, times: number[]): WriteSeries {
+  return {
+    labels: [{ name: "__name__", value: metric }, { name: "job", value: "retention" }],
+    timestamps: times,
+    values: new Float64Array(times.map((_, i) => i)),
+  };
+}
+
+/** Sample timestamps of a metric, oldest first, read through its prom_metric view. */
+async function stored(db: FreshDatabase, metric: string): Promise<number[]> {
+  const rows = await db.sql<{ t: string }[]>`
+    SELECT (extract(epoch FROM s.time) * 1000)::int8::text AS t
+    FROM _prom_data.samples s JOIN _prom_catalog.series ser ON ser.id = s.series_id
+    WHERE ser.metric_name = ${metric} ORDER BY s.time`;
+  const view = await db.sql.unsafe<{ n: number }[]>(
+    `SELECT count(*)::int AS n FROM prom_metric.${metric}`,
+  );
+  assertEquals(view[0].n, rows.length);
+  return rows.map((r) => Number(r.t));
+}
+
+/** Name of the partition holding time `t`, or undefined. */
+async function partitionOf(db: FreshDatabase, t: number): Promise<string | undefined> {
+  const rows = await db.sql<{ table_name: string }[]>`
+    SELECT table_name FROM _prom_catalog.sample_partitions
+    WHERE range_start <= ${new Date(t)} AND ${new Date(t)} < range_end`;
+  return rows[0]?.table_name;
+}
+
+async function tableExists(db: FreshDatabase, name: string): Promise<boolean> {
+  const [{ present }] = await db.sql<{ present: boolean }[]>`
+    SELECT to_regclass(${`_prom_data."${name}"`}) IS NOT NULL AS present`;
+  return present;
+}
+
+Deno.test("retention drops expired partitions and rows, per metric", async (t) => {
+  const db = await freshDatabase("retention");
+  const other = { sql: undefined as ReturnType<typeof postgres> | undefined };
+  try {
+    await migrate(db.sql);
+    const writer = new PgWriter(db.sql, new Gate(2, 16, 10_000), new SeriesCache(100));
+    const now = Date.now();
+    const at = {
+      d40: now - 40 * DAY,
+      d10: now - 10 * DAY,
+      d3: now - 3 * DAY,
+      h1: now - HOUR,
+      m1: now - MINUTE,
+    };
+    const all = [at.d40, at.d10, at.d3, at.h1, at.m1];
+    await writer.write([
+      series("m_default", all),
+      series("m_short", all),
+      series("m_long", all),
+    ]);
+    const lines: string[] = [];
+    const log = new Logger("info", "logfmt", (l) => lines.push(l));
+    const metrics = new ConnectorMetrics();
+    let forgotten = 0;
+    const job = new RetentionJob({
+      sql: db.sql,
+      log,
+      metrics,
+      deleteBatch: 2,
+      onPartitionsDropped: () => forgotten++,
+    });
+
+    await t.step("Promscale's SQL functions set and read retention periods", async () => {
+      const [d] = await db.sql<
+        { p: string }[]
+      >`SELECT prom_api.get_default_retention_period()::text AS p`;
+      assertEquals(d.p, "90 days");
+      await db.sql`SELECT prom_api.set_default_retention_period(interval '2 days')`;
+      await db.sql`SELECT prom_api.set_metric_retention_period('m_short', interval '5 minutes')`;
+      await db.sql`SELECT prom_api.set_metric_retention_period('m_long', interval '1 day')`;
+      await db.sql`SELECT prom_api.set_metric_retention_period('m_long', interval '20 days')`;
+      const rows = await db.sql<{ m: string; p: string }[]>`
+        SELECT m, prom_api.get_metric_retention_period(m)::text AS p
+        FROM unnest(ARRAY['m_default', 'm_short', 'm_long', 'never_written']) m`;
+      assertEquals(rows.map((r) => [r.m, r.p]), [
+        ["m_default", "2 days"],
+        ["m_short", "00:05:00"],
+        ["m_long", "20 days"],
+        ["never_written", "2 days"],
+      ]);
+      for (const bad of ["0", "-1 day"]) {
+        const err = await assertRejects(
+          () => db.sql`SELECT prom_api.set_default_retention_period(${bad}::interval)`,
+          Error,
+          "must be greater than 0",
+        );
+        assertEquals((err as { code?: string }).code, "22023");
+      }
+    });
+
+    await t.step(
+      "a run drops partitions past the longest retention, deletes rows past shorter ones",
+      async () => {
+        const oldest = (await partitionOf(db, at.d40))!;
+        const res = await job.runOnce();
+        assertEquals(res, {
+          ran: true,
+          droppedPartitions: [oldest],
+          deletedRows: { m_default: 2, m_short: 3 },
+        });
+        assertEquals(await stored(db, "m_default"), [at.h1, at.m1]);
+        assertEquals(await stored(db, "m_short"), [at.m1]);
+        assertEquals(await stored(db, "m_long"), [at.d10, at.d3, at.h1, at.m1]);
+        assertEquals(await tableExists(db, oldest), false);
+        assertEquals(await partitionOf(db, at.d40), undefined);
+        assertEquals(metrics.retentionDropped.get(), 1);
+        assertEquals(forgotten, 1);
+        assert(
+          lines.some((l) => l.includes("Retention dropped expired partitions")),
+          lines.join("\n"),
+        );
+        assert(lines.some((l) => l.includes("metric=m_short rows=3")), lines.join("\n"));
+        assert(
+          metrics.registry.render().includes("promscale_retention_partitions_dropped_total 1"),
+        );
+      },
+    );
+
+    await t.step("a second run finds nothing to do", async () => {
+      assertEquals(await job.runOnce(), { ran: true, droppedPartitions: [], deletedRows: {} });
+    });
+
+    await t.step("a writer whose cached partition was dropped retries and stores", async () => {
+      assertEquals(await tableExists(db, (await partitionOf(db, at.d10))!), true);
+      // This writer still believes in the partition of at.d40 (another
+      // connector's retention dropped it): COPY fails, it forgets and retries.
+      await writer.write([series("m_long", [at.d40])]);
+      assertEquals(await stored(db, "m_long"), [at.d40, at.d10, at.d3, at.h1, at.m1]);
+      assert((await partitionOf(db, at.d40)) !== undefined);
+    });
+
+    await t.step(
+      "resetting the longest retention lets the next run drop what it kept",
+      async () => {
+        await db.sql`SELECT prom_api.reset_metric_retention_period('m_long')`;
+        const expired = [
+          await partitionOf(db, at.d40),
+          await partitionOf(db, at.d10),
+          await partitionOf(db, at.d3),
+        ];
+        const res = await job.runOnce();
+        assertEquals(res.droppedPartitions, expired);
+        assertEquals(await stored(db, "m_long"), [at.h1, at.m1]);
+        assertEquals(metrics.retentionDropped.get(), 4);
+      },
+    );
+
+    await t.step("a connector that cannot take the lock skips the run", async () => {
+      const holder = await db.sql.reserve();
+      try {
+        await holder`SELECT pg_advisory_lock(${RETENTION_LOCK_KEY})`;
+        await writer.write([series("m_default", [at.d10])]);
+        assertEquals(await job.runOnce(), { ran: false, droppedPartitions: [], deletedRows: {} });
+        assertEquals(await stored(db, "m_default"), [at.d10, at.h1, at.m1]);
+        await holder`SELECT pg_advisory_unlock(${RETENTION_LOCK_KEY})`;
+      } finally {
+        holder.release();
+      }
+      assertEquals((await job.runOnce()).droppedPartitions.length, 1);
+      assertEquals(await stored(db, "m_default"), [at.h1, at.m1]);
+    });
+
+    await t.step("a partition in use is left for the next run rather than waited on", async () => {
+      await writer.write([series("m_default", [at.d10])]);
+      const name = (await partitionOf(db, at.d10))!;
+      const reader = await db.sql.reserve();
+      const impatient = new RetentionJob({ sql: db.sql, log, metrics, lockTimeoutMs: 100 });
+      try {
+        await reader`BEGIN`;
+        await reader.unsafe(`SELECT count(*) FROM _prom_data."${name}"`);
+        const res = await impatient.runOnce();
+        assertEquals(res.droppedPartitions, []);
+        assert(lines.some((l) => l.includes("could not lock a partition in time")));
+      } finally {
+        await reader`ROLLBACK`;
+        reader.release();
+      }
+      assertEquals((await impatient.runOnce()).droppedPartitions, [name]);
+    });
+
+    await t.step("connectors running it at once drop each partition once", async () => {
+      await writer.write([series("m_default", [now - 30 * DAY, now - 20 * DAY])]);
+      const expired = [
+        await partitionOf(db, now - 30 * DAY),
+        await partitionOf(db, now - 20 * DAY),
+      ];
+      other.sql = postgres(db.uri, { max: 2, onnotice: () => {} });
+      const jobs = [
+        new RetentionJob({ sql: db.sql, log, metrics }),
+        new RetentionJob({ sql: other.sql, log, metrics }),
+      ];
+      const results = await Promise.all(jobs.map((j) => j.runOnce()));
+      const dropped = results.flatMap((r) => r.droppedPartitions).sort();
+      assertEquals(dropped, expired.sort());
+    });
+
+    await t.step("started, the job runs on its interval until stopped", async () => {
+      await writer.write([series("m_default", [now - 15 * DAY])]);
+      const name = (await partitionOf(db, now - 15 * DAY))!;
+      const counter = new ConnectorMetrics();
+      const periodic = new RetentionJob({ sql: db.sql, log, metrics: counter, intervalMs: 20 });
+      periodic.start();
+      try {
+        const deadline = Date.now() + 15_000;
+        while (counter.retentionDropped.get() === 0 && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      } finally {
+        await periodic.stop();
+      }
+      assertEquals(counter.retentionDropped.get(), 1);
+      assertEquals(await tableExists(db, name), false);
+    });
+  } finally {
+    await other.sql?.end({ timeout: 5 });
+    await db.drop();
+  }
+});
