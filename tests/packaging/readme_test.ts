@@ -190,8 +190,10 @@ Deno.test("the Prometheus snippets in README.md pass promtool check config", asy
 Deno.test("the systemd drop-in in README.md verifies on top of the unit", async () => {
   try {
     const readme = await Deno.readTextFile(README);
-    const dropIns = codeBlocks(readme).filter((b) => b.lang === "ini");
-    assertEquals(dropIns.length, 1);
+    const dropIns = codeBlocks(readme).filter((b) =>
+      b.lang === "ini" && b.text.startsWith("[Service]")
+    );
+    assertEquals(dropIns.length, 1, "expected one [Service] drop-in in README.md");
     const dir = await tempDir("promscale-dropin-");
     await Deno.writeTextFile(`${dir}/promscale`, "#!/bin/sh\nexit 0\n", { mode: 0o755 });
     const unit = await Deno.readTextFile(`${REPO_ROOT}/packaging/promscale.service`);
