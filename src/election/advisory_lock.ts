@@ -30,6 +30,7 @@
  * writes again.
  */
 import { postgres, type Sql } from "../../deps.ts";
+import { MIGRATION_LOCK_KEY } from "../storage/migrations/schema.ts";
 import type { Logger } from "../telemetry/log.ts";
 import type { ConnectorMetrics } from "../telemetry/metrics.ts";
 
@@ -173,6 +174,12 @@ export class AdvisoryLockElection {
     if (this.#graceMs <= this.#validityMs) {
       throw new Error(
         `Leader election grace ${this.#graceMs} ms must exceed validity ${this.#validityMs} ms`,
+      );
+    }
+    if (o.lockId === MIGRATION_LOCK_KEY) {
+      // Holding it would block every other connector's start (migrations).
+      throw new Error(
+        `Leader election lock id "${o.lockId}" is the schema migration lock; choose another`,
       );
     }
     const key = BigInt(o.lockId);

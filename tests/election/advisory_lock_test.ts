@@ -15,7 +15,8 @@ import { UnavailableError } from "../../src/errors.ts";
 import type { DecodedWrite } from "../../src/remote_write/decode.ts";
 import { silentLogger } from "../../src/telemetry/log.ts";
 import { ConnectorMetrics } from "../../src/telemetry/metrics.ts";
-import { assert, assertEquals, assertRejects } from "../helpers/assert.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "../helpers/assert.ts";
+import { MIGRATION_LOCK_KEY } from "../../src/storage/migrations/schema.ts";
 import { type FreshDatabase, freshDatabase } from "../helpers/db.ts";
 
 /** Short periods: a tick of 200 ms, the Prometheus check every second. */
@@ -429,4 +430,22 @@ Deno.test("ElectionFilter: the leader stores, a follower drops with 2xx and coun
     await arena.close();
     await db.drop();
   }
+});
+
+Deno.test("AdvisoryLockElection refuses the schema migration lock's key", () => {
+  const metrics = new ConnectorMetrics();
+  assertThrows(
+    () =>
+      new AdvisoryLockElection({
+        lockId: MIGRATION_LOCK_KEY,
+        prometheusTimeoutMs: 1_000,
+        openPool: () => {
+          throw new Error("no connection expected");
+        },
+        metrics,
+        log: silentLogger,
+      }),
+    Error,
+    "is the schema migration lock",
+  );
 });

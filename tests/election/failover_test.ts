@@ -136,6 +136,12 @@ Deno.test({
         startConnector({ dbUri: db.uri, args }),
       ]);
       const conn: Record<string, Service> = { a: ca, b: cb };
+      for (const c of [ca, cb]) {
+        assert(
+          /level=warn .*deprecated.*--metrics\.high-availability/.test(c.proc.output()),
+          `no deprecation warning at start:\n${c.proc.output()}`,
+        );
+      }
       const sender: Record<string, Sender> = {};
       for (const name of ["a", "b"]) {
         sender[name] = new Sender(name, conn[name].url);
