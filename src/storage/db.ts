@@ -53,19 +53,22 @@ interface SocketTarget {
 
 let nextHost = 0;
 
-function nodelaySocket(opts: SocketTarget): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const i = nextHost++ % opts.host.length;
-    const s = opts.path
-      ? net.connect({ path: opts.path })
-      : net.connect({ host: opts.host[i], port: opts.port[i] ?? opts.port[0] });
-    s.once("error", reject);
-    s.once("connect", () => {
-      s.off("error", reject);
-      s.setNoDelay(true);
-      resolve(s);
-    });
-  });
+/**
+ * Returns the socket at once, still connecting. postgres.js treats a
+ * `socket` option that rejects as a failed query but never releases the
+ * connection slot: after `max` refused connects (the database restarting)
+ * every later query waits forever. A socket that fails on its own, with
+ * `error` then `close`, goes through postgres.js's normal path instead: the
+ * queries get the error and the slot is reconnected on the next query.
+ * Writes made while connecting are buffered by the socket.
+ */
+function nodelaySocket(opts: SocketTarget): net.Socket {
+  const i = nextHost++ % opts.host.length;
+  const s = opts.path
+    ? net.connect({ path: opts.path })
+    : net.connect({ host: opts.host[i], port: opts.port[i] ?? opts.port[0] });
+  s.once("connect", () => s.setNoDelay(true));
+  return s;
 }
 
 /**
