@@ -26,6 +26,7 @@ export interface Routes {
 /** Builds the router. */
 export function router(r: Routes, metrics: ConnectorMetrics, log: Logger): Handler {
   let inFlight = 0;
+  const refusals = new RefusalLog(log);
   metrics.inFlight.set({}, 0);
   return async (req) => {
     const url = new URL(req.url);
@@ -60,13 +61,38 @@ export function router(r: Routes, metrics: ConnectorMetrics, log: Logger): Handl
     }
     metrics.requests.inc({ handler, code: String(res.status) });
     metrics.requestDuration.observe((performance.now() - started) / 1000, { handler });
-    if (res.status >= 500 && handler === "write") {
-      log.warn("Write refused, the sender will retry", { status: res.status });
-    } else if (res.status >= 400 && res.status < 500 && handler === "write") {
-      log.debug("Write rejected", { status: res.status });
+    if (res.status >= 400 && (handler === "write" || handler === "read")) {
+      await refusals.note(handler, res);
     }
     return res;
   };
+}
+
+/**
+ * Logs refused requests with their reason, at most once per 10 s per
+ * handler and status, with the number refused since: a follower replica
+ * retried every few hundred milliseconds, or an outage, must not flood the
+ * log. 4xx (Prometheus drops the data) and 5xx (it retries) are warnings.
+ */
+class RefusalLog {
+  #last = new Map<string, { at: number; count: number }>();
+  constructor(readonly log: Logger) {}
+
+  async note(handler: string, res: Response): Promise<void> {
+    const key = `${handler} ${res.status}`;
+    const now = performance.now();
+    const entry = this.#last.get(key);
+    if (entry && now - entry.at < 10_000) {
+      entry.count++;
+      return;
+    }
+    const reason = (await res.clone().text().catch(() => "")).trim();
+    this.#last.set(key, { at: now, count: 0 });
+    this.log.warn(
+      res.status >= 500 ? "Request refused, the sender will retry" : "Request rejected",
+      { handler, status: res.status, reason, refused_since_last_log: entry?.count ?? 0 },
+    );
+  }
 }
 
 async function dispatch(
