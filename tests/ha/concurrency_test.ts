@@ -114,7 +114,8 @@ async function replica(
 }
 
 Deno.test({
-  name: "HA leases stay disjoint, contiguous and owned under 4 connectors × 20 clusters × 3 replicas",
+  name:
+    "HA leases stay disjoint, contiguous and owned under 4 connectors × 20 clusters × 3 replicas",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
@@ -131,7 +132,15 @@ Deno.test({
         for (let r = 1; r <= REPLICAS; r++) {
           const seed = Math.floor(random() * 2 ** 31);
           senders.push(
-            replica(`c${c}`, r, connectors, start + RUN_MS, start + RUN_MS + DRAIN_MS, prng(seed), tally),
+            replica(
+              `c${c}`,
+              r,
+              connectors,
+              start + RUN_MS,
+              start + RUN_MS + DRAIN_MS,
+              prng(seed),
+              tally,
+            ),
           );
         }
       }
@@ -139,7 +148,9 @@ Deno.test({
       assertEquals([...tally.other.entries()], [], "only 2xx and 503 answers");
 
       // 1. Per cluster, leases are disjoint and contiguous.
-      const logs = await db.sql<{ cluster_name: string; leader_name: string; s: number; u: number }[]>`
+      const logs = await db.sql<
+        { cluster_name: string; leader_name: string; s: number; u: number }[]
+      >`
         SELECT cluster_name, leader_name,
                (extract(epoch FROM lease_start) * 1000)::float8 AS s,
                (extract(epoch FROM lease_until) * 1000)::float8 AS u
@@ -156,14 +167,20 @@ Deno.test({
         for (let i = 0; i < leases.length; i++) {
           assert(leases[i].s < leases[i].u, `${cluster}: lease ${i} is not empty`);
           if (i > 0) {
-            assertEquals(leases[i].s, leases[i - 1].u, `${cluster}: lease ${i} starts where ${i - 1} ends`);
+            assertEquals(
+              leases[i].s,
+              leases[i - 1].u,
+              `${cluster}: lease ${i} starts where ${i - 1} ends`,
+            );
             changes++;
           }
         }
       }
 
       // 2. Every stored sample lies in a lease owned by its sender (value = replica number).
-      const outside = await db.sql<{ cluster: string; t: Date; value: number; owner: string | null }[]>`
+      const outside = await db.sql<
+        { cluster: string; t: Date; value: number; owner: string | null }[]
+      >`
         SELECT v.cluster, v.time AS t, v.value, l.leader_name AS owner
         FROM prom_metric.ha_load v
         LEFT JOIN _prom_catalog.ha_leases_logs l
