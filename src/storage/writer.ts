@@ -154,12 +154,13 @@ export class PgWriter implements SampleWriter {
     let missIdx: number[][] | undefined;
     let missPos: Map<string, number> | undefined;
     for (let i = 0; i < series.length; i++) {
-      const key = seriesKey(series[i].labels);
-      const id = this.cache.get(key);
+      const id = this.cache.get(series[i].labels);
       if (id !== undefined) {
         ids[i] = id;
         continue;
       }
+      // A miss: the canonical key only dedupes the misses of this request.
+      const key = seriesKey(series[i].labels);
       missKeys ??= [];
       missJson ??= [];
       missIdx ??= [];
@@ -188,7 +189,7 @@ export class PgWriter implements SampleWriter {
       const at = r.idx - 1;
       const id = Number(r.series_id);
       if (r.created) created++;
-      this.cache.set(missKeys[at], id);
+      this.cache.set(series[missIdx![at][0]].labels, id);
       for (const i of missIdx![at]) ids[i] = id;
     }
     return { ids, created };
