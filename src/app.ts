@@ -181,6 +181,12 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
         if (newSeries) metrics.seriesCreated.inc({}, newSeries);
         if (deduplicated) metrics.duplicateWrites.inc();
       },
+      asyncAcks: cfg.metrics.asyncAcks,
+      onAsyncError: (err) => {
+        log.error("Asynchronous write failed; the samples are lost", {
+          err: (err as Error).message ?? String(err),
+        });
+      },
     });
     // Read path: remote read, and the retention job (every connector runs
     // it; an advisory lock lets one at a time do the work).

@@ -39,10 +39,21 @@ export interface WriteHandlerOptions {
   writer: SampleWriter;
   /** Called after a successful write, for metrics. */
   onWritten?: (samples: number, newSeries: number, deduplicated: boolean) => void;
+  /**
+   * --metrics.async-acks: answer 204 once the request is decoded and
+   * filtered, and write in the background (a failure is then lost, and only
+   * logged). At most `maxAsyncWrites` writes run in the background; beyond
+   * that a request is written before it is answered, which bounds memory.
+   */
+  asyncAcks?: boolean;
+  maxAsyncWrites?: number;
+  /** Called when a background write fails. */
+  onAsyncError?: (err: unknown) => void;
 }
 
 /** Builds the handler for `POST /write` and `/api/v1/write`. */
 export function writeHandler(o: WriteHandlerOptions): (req: Request) => Promise<Response> {
+  let background = 0;
   return async (req) => {
     try {
       if (req.method !== "POST") {
@@ -55,9 +66,17 @@ export function writeHandler(o: WriteHandlerOptions): (req: Request) => Promise<
       const body = await readBody(req, o.maxRequestBytes, o.readTimeoutMs);
       const decoded = decodeWriteRequest(body, { maxDecodedBytes: o.maxDecodedBytes });
       const kept = await o.filter.apply(decoded);
-      const result = await o.writer.write(kept.series, kept.guard);
-      kept.committed?.();
-      o.onWritten?.(result.samples, result.newSeries, result.deduplicated);
+      const write = async () => {
+        const result = await o.writer.write(kept.series, kept.guard);
+        kept.committed?.();
+        o.onWritten?.(result.samples, result.newSeries, result.deduplicated);
+      };
+      if (o.asyncAcks && background < (o.maxAsyncWrites ?? 64)) {
+        background++;
+        write().catch((err) => o.onAsyncError?.(err)).finally(() => background--);
+      } else {
+        await write();
+      }
       return new Response(null, { status: 204 });
     } catch (err) {
       return toResponse(err);
