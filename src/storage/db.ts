@@ -33,6 +33,11 @@ export function openPool(o: PoolOptions): Sql {
     max_lifetime: 60 * 30,
     prepare: true,
     onnotice: () => {},
+    // Delay before reconnecting after a failed connect, in seconds. The
+    // default grows to 20 s, and every query meanwhile waits for it: during
+    // an outage Prometheus would wait instead of getting a quick 503, and
+    // the connector would notice the database is back only that late.
+    backoff: (retries: number) => (0.5 + Math.random() / 2) * Math.min(0.05 * 2 ** retries, 1),
     connection: {
       application_name: o.app,
       statement_timeout: o.statementTimeoutMs,
