@@ -107,6 +107,14 @@ Deno.test({
       connectors[victim] = await startConnector({ dbUri: db.uri, port, args: HA_ARGS });
       await sleep(6_000);
       assertEquals(await leaderNow(), second, "a connector kill does not change the leader");
+      for (const c of connectors) {
+        const text = await (await fetch(`${c.url}/metrics`)).text();
+        assert(
+          text.includes(`promscale_ha_cluster_leader{cluster="c1",replica="${second}"} 1`),
+          "each connector shows the leader on /metrics",
+        );
+        assert(!text.includes(`replica="${first}"} 1`), "and only the leader");
+      }
 
       // Let both replicas deliver what they still retry, then stop sending.
       await sleep(3_000);
