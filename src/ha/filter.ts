@@ -34,6 +34,8 @@ export interface HaFilterOptions {
   log: Logger;
   /** Local monotonic clock in ms (injected for tests). */
   now?: () => number;
+  /** Wall clock in ms since the epoch, for the "too far in the future" limit (injected for tests). */
+  wallNow?: () => number;
   /** Clusters kept in memory at most (least recently used evicted). */
   maxClusters?: number;
   /** How long a follower's request ahead of the leader waits for it before a 503. */
@@ -76,6 +78,7 @@ interface Group {
 export class HaFilter implements IngestFilter {
   readonly #o: HaFilterOptions;
   readonly #now: () => number;
+  readonly #wallNow: () => number;
   readonly #states = new Map<string, ClusterState>();
   readonly #maxClusters: number;
   readonly #holdMs: number;
@@ -85,6 +88,7 @@ export class HaFilter implements IngestFilter {
   constructor(o: HaFilterOptions) {
     this.#o = o;
     this.#now = o.now ?? (() => performance.now());
+    this.#wallNow = o.wallNow ?? Date.now;
     this.#maxClusters = o.maxClusters ?? 10_000;
     this.#holdMs = o.holdMs ?? Math.min(5_000, Math.floor(o.timings.failoverTimeoutMs / 3));
   }
@@ -223,17 +227,18 @@ export class HaFilter implements IngestFilter {
     if (!row) {
       // First replica heard from wins: offer the first series' replica.
       const first = g.members[0];
-      const ts = decoded.series[first.index].timestamps;
+      const latest = this.#latest();
       let min = Infinity, max = -Infinity;
       for (const m of g.members) {
         if (m.replica !== first.replica) continue;
         const t = decoded.series[m.index].timestamps;
         for (let i = 0; i < t.length; i++) {
+          if (t[i] > latest) continue;
           if (t[i] < min) min = t[i];
           if (t[i] > max) max = t[i];
         }
       }
-      if (ts.length === 0) min = max = Date.now();
+      if (min === Infinity) min = max = Math.min(latest, this.#wallNow());
       row = await this.#db(() => this.#o.store.updateLease(g.cluster, first.replica, min, max, 0));
     }
     await this.#adopt(s, row, askedAt);
@@ -289,6 +294,7 @@ export class HaFilter implements IngestFilter {
     decoded: DecodedWrite,
   ): Promise<{ series: WriteSeries[]; leaderMax: number; leader: string; start: number }> {
     const deadline = this.#now() + this.#holdMs;
+    const latest = this.#latest();
     for (let round = 0;; round++) {
       const v = s.view!;
       const now = this.#now();
@@ -298,7 +304,7 @@ export class HaFilter implements IngestFilter {
       for (const m of g.members) {
         const ts = decoded.series[m.index].timestamps;
         for (let i = 0; i < ts.length; i++) {
-          const verdict = judge(v, m.replica, ts[i], now);
+          const verdict = judge(v, m.replica, ts[i], now, latest);
           if (verdict === Verdict.Renew) {
             if (ts[i] > renewMax) renewMax = ts[i];
             if (ts[i] < renewMin) renewMin = ts[i];
@@ -320,7 +326,7 @@ export class HaFilter implements IngestFilter {
         if (round < 4) continue;
         throw new UnavailableError(`Cannot confirm the HA lease of cluster "${g.cluster}"`);
       }
-      if (!ahead) return this.#collect(s, g, decoded, now);
+      if (!ahead) return this.#collect(s, g, decoded, now, latest);
       if (overdue(v, now) && now - s.lastTakeover >= ASK_SPACING_MS) {
         s.lastTakeover = now;
         const askedAt = this.#now();
@@ -358,25 +364,27 @@ export class HaFilter implements IngestFilter {
     g: Group,
     decoded: DecodedWrite,
     now: number,
+    latest: number,
   ): { series: WriteSeries[]; leaderMax: number; leader: string; start: number } {
     const v = s.view!;
     const m = this.#o.metrics;
     const { replicaLabel } = this.#o;
     const series: WriteSeries[] = [];
     let leaderMax = -Infinity;
-    let accepted = 0, notLeader = 0, tooOld = 0;
+    let accepted = 0, notLeader = 0, tooOld = 0, tooNew = 0;
     for (const mem of g.members) {
       const src = decoded.series[mem.index];
       const ts = src.timestamps;
       const keep: number[] = [];
       for (let i = 0; i < ts.length; i++) {
-        const verdict = judge(v, mem.replica, ts[i], now);
+        const verdict = judge(v, mem.replica, ts[i], now, latest);
         if (verdict === Verdict.Keep) {
           keep.push(i);
           if (mem.replica === v.leader && ts[i] >= v.start && ts[i] > leaderMax) {
             leaderMax = ts[i];
           }
         } else if (verdict === Verdict.TooOld) tooOld++;
+        else if (verdict === Verdict.TooNew) tooNew++;
         else notLeader++;
       }
       if (keep.length === 0) continue;
@@ -397,7 +405,13 @@ export class HaFilter implements IngestFilter {
     if (accepted) m.samplesAccepted.inc({ cluster: g.cluster }, accepted);
     if (notLeader) m.samplesDropped.inc({ cluster: g.cluster, reason: "not_leader" }, notLeader);
     if (tooOld) m.samplesDropped.inc({ cluster: g.cluster, reason: "too_old" }, tooOld);
+    if (tooNew) m.samplesDropped.inc({ cluster: g.cluster, reason: "too_new" }, tooNew);
     return { series, leaderMax, leader: v.leader, start: v.start };
+  }
+
+  /** The newest sample time accepted: a lease timeout past the wall clock. */
+  #latest(): number {
+    return this.#wallNow() + this.#o.timings.leaseTimeoutMs;
   }
 
   /** Refuses a write whose trust in the leader's lease lapsed while it waited for a connection. */

@@ -112,12 +112,28 @@ export const enum Verdict {
   NotLeader,
   /** Drop it: older than every interval known. */
   TooOld,
+  /**
+   * Drop it: further in the future than a lease timeout past the
+   * connector's wall clock. Such a sample would stretch a lease (and the
+   * leader's newest sample) far ahead and starve every later leader.
+   */
+  TooNew,
   /** A follower's sample the leader has not covered yet: wait, take over, or 503. */
   Ahead,
 }
 
-/** Judges one sample `t` from `replica` at local instant `now`. */
-export function judge(v: LeaseView, replica: string, t: number, now: number): Verdict {
+/**
+ * Judges one sample `t` from `replica` at local instant `now`; samples
+ * after `latest` (sample time) are too new.
+ */
+export function judge(
+  v: LeaseView,
+  replica: string,
+  t: number,
+  now: number,
+  latest = Infinity,
+): Verdict {
+  if (t > latest) return Verdict.TooNew;
   if (t < v.start) return judgePast(v, replica, t);
   if (replica === v.leader) {
     return now < v.validUntil && t < v.until ? Verdict.Keep : Verdict.Renew;

@@ -125,6 +125,7 @@ function setup() {
     metrics,
     log: silentLogger,
     now: clock.now,
+    wallNow: () => 100_000,
     holdMs: 0,
   });
   /** Applies a request and returns the kept timestamps, committing them like the handler does. */
@@ -296,4 +297,24 @@ Deno.test("HaFilter keeps memory bounded by evicting idle clusters", async () =>
     if (i % 10 === 9) await filter.report();
   }
   assert(filter.clusterCount <= 11, `kept ${filter.clusterCount} clusters`);
+});
+
+Deno.test("judge() drops a sample further ahead than the limit", () => {
+  const v = viewFromRow(
+    { cluster: "c", leader: "r1", start: 0, until: 1000, maxTime: 500, heardAgeMs: 0 },
+    0,
+    timings,
+    [],
+  );
+  assertEquals(judge(v, "r1", 900, 0, 900), Verdict.Keep);
+  assertEquals(judge(v, "r1", 901, 0, 900), Verdict.TooNew);
+});
+
+Deno.test("HaFilter drops a leader's sample far in the future instead of stretching its lease", async () => {
+  const { send, store, metrics } = setup();
+  await send("c1", "r1", [1000]);
+  const far = 100_000 + timings.leaseTimeoutMs + 1;
+  assertEquals(await send("c1", "r1", [2000, far]), [2000]);
+  assertEquals(store.leases.get("c1")!.row.until, 1000 + timings.leaseTimeoutMs);
+  assertEquals(metrics.samplesDropped.get({ cluster: "c1", reason: "too_new" }), 1);
 });
