@@ -8,8 +8,9 @@
  * Order of work, each step bounded by the previous one:
  * 1. the snappy header's declared length against `maxDecodedBytes`, before
  *    allocating anything (a crafted header may declare 4 GiB);
- * 2. a scan of the snappy stream that proves it expands to exactly that many
- *    bytes, then snappyjs decompresses it;
+ * 2. one pass over the snappy stream that decompresses it and proves that it
+ *    expands to exactly that many bytes (the output is allocated at most
+ *    64/3 times the input: what the stream could expand to at best);
  * 3. a hand-written protobuf walk (protobufjs reflection is several times
  *    slower) that validates every length, wire type, string and timestamp;
  * 4. label rules per series, as Prometheus's own write handler applies them.
@@ -22,7 +23,6 @@
  *
  * @module
  */
-import { snappy } from "../../deps.ts";
 import { BadRequestError } from "../errors.ts";
 import { decodeText, ProtoDecodeError, ProtoReader, WIRE_LEN, wireTypeName } from "./protowire.ts";
 
@@ -133,33 +133,35 @@ export function uncompressSnappyBlock(
     declared += (b & 0x7f) * mul;
     if (b < 0x80) break;
   }
-  // snappyjs reads the header as an int32; nothing that large is sane anyway.
+  // Typed arrays index with int32; nothing that large is sane anyway.
   const limit = Math.min(maxDecodedBytes, 0x7fffffff);
   if (declared > limit) fail(`snappy length ${declared} exceeds limit ${limit}`);
-  const problem = checkSnappyStream(compressed, pos, declared);
-  if (problem !== undefined) fail(problem);
-  try {
-    return snappy.uncompress(compressed, declared);
-  } catch (err) {
-    // checkSnappyStream accepts nothing snappyjs rejects except a short
-    // literal with a long length field in the last 3 bytes, which no
-    // encoder writes.
-    return fail(`invalid snappy data: ${err instanceof Error ? err.message : String(err)}`);
-  }
+  const out = decompressSnappy(compressed, pos, declared);
+  if (typeof out === "string") fail(out);
+  return out as Uint8Array;
 }
 
+/** Copies longer than this go through native copies (set, copyWithin); shorter ones byte by byte. */
+const NATIVE_COPY_MIN = 32;
+
 /**
- * Walks the elements of a snappy block without decompressing and returns
- * what is wrong, if anything. snappyjs writes through whatever the stream
- * says: it silently drops bytes past the declared length (a body expanding
- * past the limit would be truncated, not refused), leaves the tail zeroed
- * when the stream is short, and loops on some literal lengths of 2^31 and
- * more. After this check it does none of these.
+ * Decompresses the elements of a snappy block after its header, or returns
+ * what is wrong. Strict where snappyjs (used before, and by the tests as the
+ * reference) was lenient: bytes past the declared length, a short stream, a
+ * copy before the start, and any truncated element are refused. A literal
+ * whose length takes extra bytes must be followed by at least 4 bytes, as
+ * snappyjs requires (only a needlessly long length field can break that).
+ * One pass, about 1.6x faster than a checking walk then snappyjs
+ * (bench/RESULTS.md).
  */
-function checkSnappyStream(src: Uint8Array, start: number, declared: number): string | undefined {
+function decompressSnappy(src: Uint8Array, start: number, declared: number): Uint8Array | string {
   const n = src.length;
+  // A copy of at most 64 bytes takes at least 3 input bytes: a stream
+  // cannot expand past this, so a header declaring more fails anyway and
+  // must not make us allocate what it declares.
+  const out = new Uint8Array(Math.min(declared, Math.ceil(((n - start) * 64) / 3)));
   let pos = start;
-  let out = 0;
+  let o = 0;
   while (pos < n) {
     const tagPos = pos;
     const c = src[pos++];
@@ -171,7 +173,9 @@ function checkSnappyStream(src: Uint8Array, start: number, declared: number): st
         len = c >>> 2;
         if (len >= 60) {
           const extra = len - 59;
-          if (n - pos < extra) return `invalid snappy data: truncated literal at byte ${tagPos}`;
+          if (n - pos < Math.max(extra, 4)) {
+            return `invalid snappy data: truncated literal at byte ${tagPos}`;
+          }
           len = 0;
           for (let i = extra - 1; i >= 0; i--) len = len * 256 + src[pos + i];
           pos += extra;
@@ -180,9 +184,14 @@ function checkSnappyStream(src: Uint8Array, start: number, declared: number): st
         if (len > n - pos) {
           return `invalid snappy data: literal of ${len} bytes at byte ${tagPos} runs past the end`;
         }
-        if (len > declared - out) return `snappy data expands past its declared length ${declared}`;
+        if (len > declared - o) return `snappy data expands past its declared length ${declared}`;
+        if (len > NATIVE_COPY_MIN) {
+          out.set(src.subarray(pos, pos + len), o);
+        } else {
+          for (let i = 0; i < len; i++) out[o + i] = src[pos + i];
+        }
         pos += len;
-        out += len;
+        o += len;
         continue;
       }
       case 1:
@@ -204,16 +213,23 @@ function checkSnappyStream(src: Uint8Array, start: number, declared: number): st
           0;
         pos += 4;
     }
-    if (offset === 0 || offset > out) {
-      return `invalid snappy data: copy offset ${offset} at byte ${tagPos} with ${out} bytes decoded`;
+    if (offset === 0 || offset > o) {
+      return `invalid snappy data: copy offset ${offset} at byte ${tagPos} with ${o} bytes decoded`;
     }
-    if (len > declared - out) return `snappy data expands past its declared length ${declared}`;
-    out += len;
+    if (len > declared - o) return `snappy data expands past its declared length ${declared}`;
+    const from = o - offset;
+    if (offset >= len && len > NATIVE_COPY_MIN) {
+      out.copyWithin(o, from, from + len);
+    } else {
+      // Overlapping copies repeat a pattern: byte by byte, in order.
+      for (let i = 0; i < len; i++) out[o + i] = out[from + i];
+    }
+    o += len;
   }
-  if (out !== declared) {
-    return `invalid snappy data: ${out} bytes decoded, header declares ${declared}`;
+  if (o !== declared) {
+    return `invalid snappy data: ${o} bytes decoded, header declares ${declared}`;
   }
-  return undefined;
+  return out;
 }
 
 /**
