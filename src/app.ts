@@ -123,7 +123,9 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
     // Writes take all but one connection, so health checks and lease
     // refreshes always find one.
     const writeSlots = Math.max(1, poolSize - 1);
-    const gate = new Gate(writeSlots, writeSlots * 8, cfg.db.connectionTimeoutMs);
+    // A write waits at most 10 s for a connection: Prometheus gives up on a
+    // request after 30 s (remote_timeout) and retries it anyway.
+    const gate = new Gate(writeSlots, writeSlots * 8, Math.min(cfg.db.connectionTimeoutMs, 10_000));
     const cache = new SeriesCache(cfg.metrics.seriesCacheMax);
     const writer = new PgWriter(sql, gate, cache);
     metrics.seriesCacheSize.collect = (g) => g.set({}, cache.size);
