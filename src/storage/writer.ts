@@ -347,5 +347,10 @@ export function mapDbError(err: unknown): Error {
   const e = err as { code?: string; message?: string };
   const msg = (e?.message ?? String(err)).split("\n")[0];
   if (isDataError(err)) return new BadRequestError(`Cannot store samples: ${msg}`);
+  // Class 54, program limit exceeded (an index row too large for a metric
+  // name of thousands of bytes, too many columns): the request itself is
+  // too big for the schema, so a retry can never succeed and a 503 would
+  // make Prometheus retry it forever, blocking its queue.
+  if (e?.code?.startsWith("54")) return new BadRequestError(`Cannot store samples: ${msg}`);
   return new UnavailableError(`Database unavailable: ${e?.code ? e.code + " " : ""}${msg}`);
 }
