@@ -18,7 +18,9 @@
  * Speed: series in one request mostly repeat the label names
  * and many values of the series before them, so a label string whose bytes
  * equal those in the same position of the previous series reuses that
- * string instead of decoding again. Nothing outlives the call: no intern
+ * string instead of decoding again, and a label whose name and value are
+ * both reused reuses the label object. Series of one sample (nearly all)
+ * allocate no growable arrays for it. Nothing outlives the call: no intern
  * table, no state between requests.
  *
  * @module
@@ -39,6 +41,9 @@ export interface DecodedSeries {
    * order, which equals UTF-8 byte order for names without astral
    * characters), `__name__` among them. Labels with an empty value are
    * dropped: in Prometheus an empty value means the label is absent.
+   * Label objects are shared between series of one request (a label equal
+   * to the previous series' at the same position is the same object):
+   * treat them as immutable.
    */
   labels: Label[];
   /** Milliseconds since the epoch, integers within years 0001..9999; wire order. */
@@ -308,6 +313,8 @@ class WriteRequestParser {
   private readonly prevStart: number[] = [];
   private readonly prevEnd: number[] = [];
   private readonly prevText: string[] = [];
+  /** Label objects of the last series, by position: reused when both strings are. */
+  private readonly prevLabels: Label[] = [];
 
   constructor(raw: Uint8Array, limits: DecodeLimits) {
     this.r = new ProtoReader(raw);
@@ -368,8 +375,12 @@ class WriteRequestParser {
     const prevStart = this.prevStart;
     const prevEnd = this.prevEnd;
     const prevText = this.prevText;
-    let labels: Label[] = [];
-    const timestamps: number[] = [];
+    const labels: Label[] = [];
+    const prevLabels = this.prevLabels;
+    // Nearly every series has one sample: keep it in t0, make an array of one.
+    let timestamps: number[] | undefined;
+    let t0 = 0;
+    let sampleCount = 0;
     let sorted = true;
     let hasEmptyValue = false;
     let hasName = false;
@@ -460,7 +471,16 @@ class WriteRequestParser {
         prev = name;
         if (value === "") hasEmptyValue = true;
         else if (name === METRIC_NAME) hasName = true;
-        labels.push({ name, value });
+        // The strings repeat the last series' at this position: so may the object.
+        const k = labels.length;
+        const same = prevLabels[k];
+        if (same !== undefined && same.name === name && same.value === value) {
+          labels.push(same);
+        } else {
+          const label = { name, value };
+          if (k < MAX_REUSE_SLOTS / 2) prevLabels[k] = label;
+          labels.push(label);
+        }
       } else if (key === KEY_SERIES_SAMPLES) {
         const len = buf[pos];
         let sampleEnd: number;
@@ -514,7 +534,10 @@ class WriteRequestParser {
           }
           pos = r.pos;
         }
-        timestamps.push(t);
+        if (sampleCount === 0) t0 = t;
+        else if (sampleCount === 1) timestamps = [t0, t];
+        else timestamps!.push(t);
+        sampleCount++;
         this.valueCount = i + 1;
       } else {
         this.checkKnown("TimeSeries", key);
@@ -540,9 +563,12 @@ class WriteRequestParser {
           : `series ${index} has no ${METRIC_NAME} label`,
       );
     }
-    if (hasEmptyValue) labels = labels.filter((l) => l.value !== "");
-    if (timestamps.length === 0) return undefined;
-    return { labels, timestamps, values: EMPTY_VALUES };
+    if (sampleCount === 0) return undefined;
+    return {
+      labels: hasEmptyValue ? labels.filter((l) => l.value !== "") : labels,
+      timestamps: timestamps ?? [t0],
+      values: EMPTY_VALUES,
+    };
   }
 
   private growWords(): Uint32Array {
