@@ -311,9 +311,13 @@ function mutateShape(rng: Rng, series: FSeries[], ha: boolean, toHa: boolean): s
   ];
   const kind = rng.pick(kinds);
   switch (kind) {
-    case "duplicate label":
-      s.labels.splice(rng.int(s.labels.length + 1), 0, { name: l.name, value: `${l.value}-dup` });
+    case "duplicate label": {
+      // The same cluster name twice: a later mutation may drop one of them,
+      // and another value would start a new, unanchored HA group.
+      const value = l.name === "cluster" ? l.value : `${l.value}-dup`;
+      s.labels.splice(rng.int(s.labels.length + 1), 0, { name: l.name, value });
       break;
+    }
     case "empty label name":
       s.labels.splice(rng.int(s.labels.length + 1), 0, { name: "", value: "x" });
       break;
@@ -377,12 +381,16 @@ function mutateShape(rng: Rng, series: FSeries[], ha: boolean, toHa: boolean): s
       if (rng.chance(0.5)) s.labels.push({ name: "cluster", value: "plain-c" });
       if (rng.chance(0.5)) s.labels.push({ name: "__replica__", value: "plain-r" });
       break;
-    case "drop HA label":
-      s.labels = s.labels.filter((x) => x.name !== rng.pick(["cluster", "__replica__"]));
+    case "drop HA label": {
+      const name = rng.pick(["cluster", "__replica__"]);
+      s.labels = s.labels.filter((x) => x.name !== name);
       break;
-    case "empty HA label":
-      for (const x of s.labels) if (x.name === rng.pick(["cluster", "__replica__"])) x.value = "";
+    }
+    case "empty HA label": {
+      const name = rng.pick(["cluster", "__replica__"]);
+      for (const x of s.labels) if (x.name === name) x.value = "";
       break;
+    }
     case "other replica":
       for (const x of s.labels) if (x.name === "__replica__") x.value = rng.pick(["r9", "r2", ""]);
       break;
