@@ -301,15 +301,22 @@ export function encodeCopy(series: WriteSeries[], ids: number[], samples: number
   buf.set(COPY_HEADER, 0);
   const dv = new DataView(buf.buffer);
   let o = COPY_HEADER.length;
+  // Values are copied as bytes (little-endian in memory, big-endian on the
+  // wire) so that NaN payloads such as the staleness marker survive. The
+  // series of a decoded request share one buffer: one byte view for all.
+  let lastBuffer: ArrayBufferLike | undefined;
+  let vb: Uint8Array = buf;
   for (let s = 0; s < series.length; s++) {
     const id = ids[s];
     const idHi = Math.floor(id / TWO_32);
     const idLo = id - idHi * TWO_32;
     const ts = series[s].timestamps;
     const vs = series[s].values;
-    // Values are copied as bytes (little-endian in memory, big-endian on
-    // the wire) so that NaN payloads such as the staleness marker survive.
-    const vb = new Uint8Array(vs.buffer, vs.byteOffset, vs.byteLength);
+    if (vs.buffer !== lastBuffer) {
+      lastBuffer = vs.buffer;
+      vb = new Uint8Array(lastBuffer);
+    }
+    const vbase = vs.byteOffset;
     for (let i = 0; i < ts.length; i++) {
       dv.setInt16(o, 3);
       dv.setInt32(o + 2, 8);
@@ -325,7 +332,7 @@ export function encodeCopy(series: WriteSeries[], ids: number[], samples: number
       dv.setInt32(o + 18, hi * 1000 + carry);
       dv.setUint32(o + 22, lo - carry * TWO_32);
       dv.setInt32(o + 26, 8);
-      const b = i * 8;
+      const b = vbase + i * 8;
       buf[o + 30] = vb[b + 7];
       buf[o + 31] = vb[b + 6];
       buf[o + 32] = vb[b + 5];
