@@ -236,10 +236,19 @@ export class PgWriter implements SampleWriter {
   }
 
   async #copy(rows: Uint8Array): Promise<void> {
-    await copyIn(
-      this.sql`COPY _prom_data.samples (series_id, time, value) FROM STDIN (FORMAT binary)`,
-      rows,
-    );
+    // On a reserved connection: postgres.js pipelines other queries onto a
+    // busy connection, and one that lands behind a COPY fails
+    // (COPY_IN_PROGRESS) or, worse, is itself a COPY that a stray CopyFail
+    // aborts. The gate keeps a connection free for everything else.
+    const conn = await this.sql.reserve();
+    try {
+      await copyIn(
+        conn`COPY _prom_data.samples (series_id, time, value) FROM STDIN (FORMAT binary)`,
+        rows,
+      );
+    } finally {
+      conn.release();
+    }
   }
 
   async #copyDeduplicated(rows: Uint8Array): Promise<void> {
@@ -282,6 +291,13 @@ export async function copyIn(query: unknown, data: Uint8Array): Promise<void> {
   };
   failed.promise.catch(() => {});
   const stream = await Promise.race([q.writable(), failed.promise]);
+  // postgres.js's COPY stream destroys itself after 'finish' (autoDestroy)
+  // and its destroy() sends a CopyFail: harmless while the connection is
+  // idle, but it aborts the next COPY when that one was already sent on
+  // the same connection. The stream is done once it has finished.
+  const state = (stream as unknown as { _writableState?: { autoDestroy?: boolean } })
+    ._writableState;
+  if (state) state.autoDestroy = false;
   const done = new Promise<void>((resolve, rejectDone) => {
     stream.once("error", rejectDone);
     stream.once("finish", resolve);

@@ -51,6 +51,7 @@ interface Tally {
   ok: number;
   unavailable: number;
   other: Map<number, string>;
+  slowest: number;
 }
 
 /** One simulated Prometheus replica: scrapes on the grid while alive, sends and retries its queue. */
@@ -88,6 +89,7 @@ async function replica(
       }
       const target = connectors[Math.floor(random() * connectors.length)];
       tally.requests++;
+      const sentAt = Date.now();
       try {
         const res = await fetch(`${target.url}/write`, {
           method: "POST",
@@ -96,6 +98,8 @@ async function replica(
           signal: AbortSignal.timeout(20_000),
         });
         const text = await res.text();
+        const took = Date.now() - sentAt;
+        if (took > tally.slowest) tally.slowest = took;
         if (res.ok) {
           tally.ok++;
           queue = queue.slice(batch.length);
@@ -105,7 +109,7 @@ async function replica(
           tally.other.set(res.status, text);
         }
       } catch (err) {
-        tally.other.set(0, String(err));
+        tally.other.set(0, `${err} after ${Date.now() - sentAt} ms to ${target.url}`);
       }
     }
     if (now >= until && queue.length === 0) return;
@@ -124,7 +128,7 @@ Deno.test({
       const connectors = await Promise.all(
         Array.from({ length: CONNECTORS }, () => startConnector({ dbUri: db.uri, args: HA_ARGS })),
       );
-      const tally: Tally = { requests: 0, ok: 0, unavailable: 0, other: new Map() };
+      const tally: Tally = { requests: 0, ok: 0, unavailable: 0, other: new Map(), slowest: 0 };
       const start = Date.now();
       const random = prng(20261123);
       const senders: Promise<void>[] = [];
@@ -201,6 +205,7 @@ Deno.test({
         requests: tally.requests,
         ok: tally.ok,
         unavailable: tally.unavailable,
+        slowestMs: tally.slowest,
         stored: Number(stored),
         leaseChanges: changes,
       }));
