@@ -23,6 +23,16 @@ async function main(): Promise<number> {
     throw err;
   }
   const log = new Logger(cfg.telemetry.logLevel, cfg.telemetry.logFormat);
+  // A stray rejection inside a library (a database driver callback with no
+  // listener) must not take down a connector serving live traffic: every
+  // request already maps its own failures to a status. Log it instead.
+  globalThis.addEventListener("unhandledrejection", (e) => {
+    e.preventDefault();
+    const reason = e.reason as Error | undefined;
+    log.error("Unhandled rejection (ignored)", {
+      err: reason?.message ?? String(e.reason),
+    });
+  });
   let connector;
   try {
     connector = await startConnector(cfg, log);
