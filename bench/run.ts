@@ -3,7 +3,7 @@
  * PostgreSQL's own limit and against the Prometheus receiver, on the same
  * rows and payloads, in one run, so that the ratios survive a noisy machine.
  *
- *   deno task bench [--series 10000] [--slots 60] [--batch 2000] [--senders 4]
+ *   deno task bench [--series 10000] [--slots 60] [--batch 2000] [--senders 8]
  *     [--interval 15] [--repeat 1] [--only decode,copy,prometheus,connector,ha,rss]
  *     [--rss-series 100000] [--decode-seconds 3] [--connector-args "--db.connections-max 8"]
  *
@@ -36,6 +36,7 @@ import {
   savePlan,
 } from "./payloads.ts";
 import { CpuSampler, postgresOf, statusKb } from "./proc.ts";
+import { encodeCopy, type WriteSeries } from "../src/storage/writer.ts";
 
 interface Options {
   shape: LoadShape;
@@ -66,7 +67,7 @@ function parseArgs(argv: string[]): Options {
     series: num("series", 10_000),
     slots,
     batch: num("batch", 2_000),
-    senders: num("senders", 4),
+    senders: num("senders", 8),
     intervalMs,
     // The last slot is the last whole interval before now.
     startMs: Math.floor(Date.now() / intervalMs) * intervalMs - slots * intervalMs,
@@ -173,40 +174,87 @@ CREATE TABLE bench_samples (
   PRIMARY KEY (series_id, time)
 ) PARTITION BY RANGE (time);`;
 
-/** Text rows (time, value, series_id) of the load, warm-up slot apart, batch by batch. */
-function copyRows(shape: LoadShape): { warm: string; batches: string[] } {
-  let warm = "";
-  const perSender: string[][] = [];
-  for (let s = 0; s < shape.senders; s++) {
-    const mine: string[] = [];
-    forEachBatch(shape, s, (series, slots, warmup) => {
+/** The rows of the load as COPY files: warm-up slot apart, then batch by batch. */
+interface CopyRows {
+  format: "text" | "binary";
+  warm: Uint8Array;
+  /** One file each, in the order the senders' requests would arrive. */
+  batches: Uint8Array[];
+  /** All timed batches as one file. */
+  all: Uint8Array;
+}
+
+/**
+ * The (time, value, series_id) rows of the load, series i having id i + 1:
+ * text (psql's default format) or PostgreSQL's binary COPY format, the one
+ * the connector sends (encoded by the connector's own encodeCopy).
+ */
+function copyRows(shape: LoadShape, format: "text" | "binary"): CopyRows {
+  const enc = new TextEncoder();
+  type Batch = { series: number[]; slots: number[] };
+  const encode = (batches: Batch[]): Uint8Array => {
+    if (format === "text") {
       let text = "";
-      for (let k = 0; k < series.length; k++) {
-        const t = new Date(shape.startMs + slots[k] * shape.intervalMs).toISOString();
-        text += `${t}\t${benchValue(series[k], slots[k])}\t${series[k] + 1}\n`;
+      for (const b of batches) {
+        for (let k = 0; k < b.series.length; k++) {
+          const t = new Date(shape.startMs + b.slots[k] * shape.intervalMs).toISOString();
+          text += `${t}\t${benchValue(b.series[k], b.slots[k])}\t${b.series[k] + 1}\n`;
+        }
       }
-      if (warmup) warm += text;
-      else mine.push(text);
+      return enc.encode(text);
+    }
+    const series: WriteSeries[] = [];
+    const ids: number[] = [];
+    for (const b of batches) {
+      for (let k = 0; k < b.series.length; k++) {
+        series.push({
+          labels: [],
+          timestamps: [shape.startMs + b.slots[k] * shape.intervalMs],
+          values: new Float64Array([benchValue(b.series[k], b.slots[k])]),
+        });
+        ids.push(b.series[k] + 1);
+      }
+    }
+    return encodeCopy(series, ids, series.length);
+  };
+  const warm: Batch[] = [];
+  const perSender: Batch[][] = [];
+  for (let s = 0; s < shape.senders; s++) {
+    const mine: Batch[] = [];
+    forEachBatch(shape, s, (series, slots, warmup) => {
+      (warmup ? warm : mine).push({ series: [...series], slots: [...slots] });
     });
     perSender.push(mine);
   }
   // Interleave the senders' batches as they would arrive.
-  const batches: string[] = [];
+  const timed: Batch[] = [];
   for (let i = 0; perSender.some((l) => i < l.length); i++) {
-    for (const l of perSender) if (i < l.length) batches.push(l[i]);
+    for (const l of perSender) if (i < l.length) timed.push(l[i]);
   }
-  return { warm, batches };
+  return {
+    format,
+    warm: encode(warm),
+    batches: timed.map((b) => encode([b])),
+    all: encode(timed),
+  };
+}
+
+/** Name of a \copy baseline run. */
+function copyName(format: "text" | "binary", whole: boolean): string {
+  return `psql \\copy ${format}, ${whole ? "one transaction" : "2,000-row transactions"}`;
 }
 
 async function copyBaseline(
   shape: LoadShape,
   dir: string,
-  rows: { warm: string; batches: string[] },
+  rows: CopyRows,
   whole: boolean,
 ): Promise<RunResult> {
-  const name = whole ? "psql \\copy, one transaction" : "psql \\copy, 2,000-row transactions";
-  const db = await freshDatabase(whole ? "bench_copy_whole" : "bench_copy_batched");
+  const name = copyName(rows.format, whole);
+  const db = await freshDatabase(`bench_copy_${rows.format}_${whole ? "whole" : "batched"}`);
   try {
+    // The same shape as _prom_data.samples: primary key (series_id, time),
+    // daily range partitions (here created up front for the days the load covers).
     const days: string[] = [];
     const first = Math.floor(shape.startMs / 86_400_000);
     const last = Math.floor((shape.startMs + shape.slots * shape.intervalMs) / 86_400_000);
@@ -218,27 +266,33 @@ async function copyBaseline(
       );
     }
     await psql(db.name, ["-c", SAMPLES_DDL + days.join("\n")]);
-    const warmFile = `${dir}/copy_warm.tsv`;
-    await Deno.writeTextFile(warmFile, rows.warm);
-    await psql(db.name, ["-c", `\\copy bench_samples (time, value, series_id) from '${warmFile}'`]);
+    const ext = rows.format === "text" ? "tsv" : "bin";
+    const copy = (file: string) =>
+      rows.format === "text"
+        ? `\\copy bench_samples (time, value, series_id) from '${file}'`
+        : `\\copy bench_samples (series_id, time, value) from '${file}' with (format binary)`;
+    const warmFile = `${dir}/copy_warm.${ext}`;
+    await Deno.writeFile(warmFile, rows.warm);
+    await psql(db.name, ["-c", copy(warmFile)]);
     const script: string[] = [];
     if (whole) {
-      const f = `${dir}/copy_all.tsv`;
-      await Deno.writeTextFile(f, rows.batches.join(""));
-      script.push(`\\copy bench_samples (time, value, series_id) from '${f}'`);
+      const f = `${dir}/copy_all.${ext}`;
+      await Deno.writeFile(f, rows.all);
+      script.push(copy(f));
     } else {
       for (let i = 0; i < rows.batches.length; i++) {
-        const f = `${dir}/copy_${String(i).padStart(5, "0")}.tsv`;
-        await Deno.writeTextFile(f, rows.batches[i]);
+        const f = `${dir}/copy_${String(i).padStart(5, "0")}.${ext}`;
+        await Deno.writeFile(f, rows.batches[i]);
         // Each \copy in autocommit mode is its own transaction.
-        script.push(`\\copy bench_samples (time, value, series_id) from '${f}'`);
+        script.push(copy(f));
       }
     }
     const scriptFile = `${dir}/copy.sql`;
     await Deno.writeTextFile(scriptFile, script.join("\n") + "\n");
     const timedRows = shape.series * shape.slots;
     const pg = new CpuSampler(postgresOf(db.name), 50);
-    const client = new CpuSampler((cmd) => cmd.startsWith("psql ") && cmd.includes(db.name), 50);
+    // Debian's psql is a wrapper that execs /usr/lib/postgresql/<v>/bin/psql.
+    const client = new CpuSampler((cmd) => /^(\S*\/)?psql /.test(cmd) && cmd.includes(db.name), 50);
     pg.start();
     client.start();
     const t0 = performance.now();
@@ -263,6 +317,10 @@ async function copyBaseline(
 }
 
 // ---------------------------------------------------------------- Prometheus receiver
+
+const PROMETHEUS_NAME = "Prometheus 2.42 receiver";
+const CONNECTOR_NAME = "connector";
+const CONNECTOR_HA_NAME = "connector, --metrics.high-availability";
 
 const PROMETHEUS_BIN = Deno.env.get("PROMETHEUS_BIN") ?? "/usr/bin/prometheus";
 
@@ -305,7 +363,7 @@ async function prometheusReceiver(shape: LoadShape, plan: string): Promise<RunRe
         `Prometheus: ${stored} samples stored, ${acked} acked (${load.errors.join(" | ")})`,
       );
     }
-    return fromLoad("Prometheus 2.42 receiver", load, `${stored} samples = ${acked} acked`);
+    return fromLoad(PROMETHEUS_NAME, load, `${stored} samples = ${acked} acked`);
   } finally {
     await proc.stop(5_000);
   }
@@ -354,7 +412,7 @@ async function connectorRun(plan: string, ha: boolean, args: string[]): Promise<
       const metrics = await (await fetch(`${svc.url}/metrics`)).text();
       const [{ n }] = await db.sql<{ n: string }[]>`SELECT count(*) AS n FROM _prom_data.samples`;
       const stored = Number(n);
-      const name = ha ? "connector, --metrics.high-availability" : "connector";
+      const name = ha ? CONNECTOR_HA_NAME : CONNECTOR_NAME;
       if (!ha) {
         const acked = sum(load.ackedSamples);
         if (stored !== acked) throw new Error(`${name}: ${stored} rows stored, ${acked} acked`);
@@ -456,13 +514,14 @@ function report(
     for (const r of cycle) byName.set(r.name, [...(byName.get(r.name) ?? []), r]);
   }
   const med = (name: string) => median((byName.get(name) ?? []).map((r) => r.samplesPerSecond));
-  const copyB = med("psql \\copy, 2,000-row transactions");
-  const copyW = med("psql \\copy, one transaction");
-  const prom = med("Prometheus 2.42 receiver");
-  const conn = med("connector");
-  const ha = med("connector, --metrics.high-availability");
-  const lines: string[] = [];
+  const copyText = med(copyName("text", false));
+  const copyBin = med(copyName("binary", false));
+  const copyTextWhole = med(copyName("text", true));
+  const prom = med(PROMETHEUS_NAME);
+  const conn = med(CONNECTOR_NAME);
+  const ha = med(CONNECTOR_HA_NAME);
   const s = o.shape;
+  const lines: string[] = [];
   lines.push(`## Run of ${new Date().toISOString()}`);
   lines.push("");
   lines.push(
@@ -477,20 +536,42 @@ function report(
   );
   lines.push("");
   lines.push(
-    "| run | samples/s | vs \\copy 2k-tx | vs \\copy 1 tx | vs Prometheus | p50 / p99 ms | CPU s: client / target / PostgreSQL | CPU µs per sample | all cycles (k/s) | verified |",
+    "| run | samples/s | vs \\copy text 2k-tx | vs \\copy binary 2k-tx | vs Prometheus | p50 / p99 ms | each cycle (k/s) | verified |",
   );
-  lines.push("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |");
+  lines.push("| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |");
   for (const [name, rs] of byName) {
     const v = median(rs.map((r) => r.samplesPerSecond));
     const last = rs[rs.length - 1];
-    const cpu = last.cpu.client + last.cpu.target + last.cpu.postgres;
     lines.push(
-      `| ${name} | ${k(v)} | ${f2(v / copyB)} | ${f2(v / copyW)} | ${f2(v / prom)} | ${
+      `| ${name} | ${k(v)} | ${f2(v / copyText)} | ${f2(v / copyBin)} | ${f2(v / prom)} | ${
         last.latencyMs ? `${f1(last.latencyMs.p50)} / ${f1(last.latencyMs.p99)}` : "–"
-      } | ${f2(last.cpu.client)} / ${f2(last.cpu.target)} / ${f2(last.cpu.postgres)} | ${
-        f1(cpu / last.samples * 1e6)
       } | ${rs.map((r) => k(r.samplesPerSecond)).join(", ")} | ${last.verified}${
         last.status ? `; status ${JSON.stringify(last.status)}` : ""
+      } |`,
+    );
+  }
+  lines.push("");
+  lines.push(
+    "CPU during the timed part (last cycle), from /proc: the client is the load generator " +
+      "(psql for \\copy), the target the connector or Prometheus process, PostgreSQL the " +
+      "processes serving the run's database plus its shared background processes.",
+  );
+  lines.push("");
+  lines.push(
+    "| run | CPU s: client / target / PostgreSQL | split % | µs per sample: client / target / PostgreSQL / total |",
+  );
+  lines.push("| --- | --- | --- | --- |");
+  for (const [name, rs] of byName) {
+    const c = rs[rs.length - 1].cpu;
+    const n = rs[rs.length - 1].samples;
+    const total = c.client + c.target + c.postgres;
+    const pct = (x: number) => (100 * x / total).toFixed(0);
+    const us = (x: number) => (x / n * 1e6).toFixed(2);
+    lines.push(
+      `| ${name} | ${f2(c.client)} / ${f2(c.target)} / ${f2(c.postgres)} | ${pct(c.client)} / ${
+        pct(c.target)
+      } / ${pct(c.postgres)} | ${us(c.client)} / ${us(c.target)} / ${us(c.postgres)} / ${
+        us(total)
       } |`,
     );
   }
@@ -498,17 +579,19 @@ function report(
   lines.push("Targets:");
   lines.push("");
   lines.push(
-    `- connector / \\copy (2,000-row transactions): **${f2(conn / copyB)}** (target ≥ 1.0)`,
+    `- connector / \\copy text, 2,000-row transactions: **${
+      f2(conn / copyText)
+    }** (target ≥ 1.0); ` +
+      `/ \\copy binary, 2,000-row transactions: ${f2(conn / copyBin)}; ` +
+      `/ \\copy text, one transaction: ${f2(conn / copyTextWhole)}`,
   );
-  lines.push(`- connector / \\copy (one transaction): ${f2(conn / copyW)}`);
   lines.push(`- connector / Prometheus receiver: **${f2(conn / prom)}** (target ≥ 1.0)`);
-  const haRuns = byName.get("connector, --metrics.high-availability") ?? [];
+  const haRuns = byName.get(CONNECTOR_HA_NAME) ?? [];
   const haStored = median(haRuns.map((r) => r.ha?.storedPerSecond ?? NaN));
   lines.push(
     `- HA / non-HA, samples received per second: **${f2(ha / conn)}** (target ≥ 0.95); ` +
-      `samples stored per second: ${
-        f2(haStored / conn)
-      } (half the HA load is the follower's, dropped)`,
+      `samples stored per second: ${f2(haStored / conn)} (the HA load is half the follower's, ` +
+      `acknowledged and dropped)`,
   );
   if (decode) {
     lines.push(
@@ -578,7 +661,8 @@ async function main(): Promise<void> {
       );
     }
 
-    const rows = o.only.has("copy") ? copyRows(s) : undefined;
+    const textRows = o.only.has("copy") ? copyRows(s, "text") : undefined;
+    const binaryRows = o.only.has("copy") ? copyRows(s, "binary") : undefined;
     const runs: RunResult[][] = [];
     for (let cycle = 1; cycle <= o.repeat; cycle++) {
       const results: RunResult[] = [];
@@ -589,12 +673,13 @@ async function main(): Promise<void> {
         log(`  ${k(r.samplesPerSecond)} samples/s in ${f2(r.seconds)} s; ${r.verified}`);
         results.push(r);
       };
-      await step(
-        "copy",
-        "psql \\copy, 2,000-row transactions",
-        () => copyBaseline(s, dir, rows!, false),
-      );
-      await step("copy", "psql \\copy, one transaction", () => copyBaseline(s, dir, rows!, true));
+      for (const rows of [textRows, binaryRows]) {
+        for (const whole of [false, true]) {
+          if (!rows) continue;
+          const name = copyName(rows.format, whole);
+          await step("copy", name, () => copyBaseline(s, dir, rows, whole));
+        }
+      }
       await step("prometheus", "Prometheus receiver", () => prometheusReceiver(s, plainPlan));
       await step("connector", "connector", () => connectorRun(plainPlan, false, o.connectorArgs));
       await step("ha", "connector with HA", () => connectorRun(haPlan, true, o.connectorArgs));
