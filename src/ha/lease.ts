@@ -13,10 +13,13 @@
  *  - the leader's samples are accepted until `validUntil`, a local instant
  *    safely before any connector could see the leader as silent for the
  *    failover timeout (so no takeover can have happened);
- *  - a follower's samples at or before the leader's newest written sample
- *    are covered by the leader and dropped;
- *  - a follower's samples after it are "ahead": the leader has not covered
- *    them yet. They are neither stored nor dropped: the connector waits
+ *  - a follower's samples older than the leader's newest written sample by
+ *    more than the handover window are covered by the leader and dropped;
+ *  - a follower's newer samples are "ahead": the leader has not covered
+ *    them yet, or not for every series (a Prometheus sends a scrape round
+ *    in several batches, so the leader's newest round may be unfinished
+ *    when it dies; at a takeover the boundary goes back to the first
+ *    unfinished round, within the window, see try_change_leader). They are neither stored nor dropped: the connector waits
  *    briefly for the leader, then answers 503 so that Prometheus keeps them
  *    in its WAL and resends them. Once the leader has been silent for the
  *    failover timeout, the follower takes over and they are stored. This is
@@ -49,6 +52,8 @@ export interface LeaseView {
   overdueAt: number;
   /** Earlier intervals, newest first (bounded). */
   past: LeaseInterval[];
+  /** Follower samples within this much of `maxTime` are held back, not dropped. */
+  windowMs: number;
 }
 
 /** The lease as the database returns it. */
@@ -78,6 +83,16 @@ export function safetyMarginMs(t: LeaseTimings): number {
 }
 
 /**
+ * How far behind the leader's newest written sample a follower's samples
+ * are still kept (held back with 503, not dropped): half the failover
+ * timeout. It must cover how far one series of the leader can trail
+ * another, i.e. Prometheus's batching (batch_send_deadline, 5 s by default).
+ */
+export function handoverWindowMs(t: LeaseTimings): number {
+  return Math.floor(t.failoverTimeoutMs / 2);
+}
+
+/**
  * Makes a view from a database row. `askedAt` is the local instant the
  * question was sent (earliest possible: the row's ages are measured at the
  * database after that), so the deadlines err on the safe side.
@@ -99,6 +114,7 @@ export function viewFromRow(
     validUntil: heardAt + t.failoverTimeoutMs - safetyMarginMs(t),
     overdueAt: heardAt + t.failoverTimeoutMs,
     past,
+    windowMs: handoverWindowMs(t),
   };
 }
 
@@ -138,7 +154,7 @@ export function judge(
   if (replica === v.leader) {
     return now < v.validUntil && t < v.until ? Verdict.Keep : Verdict.Renew;
   }
-  return t <= v.maxTime ? Verdict.NotLeader : Verdict.Ahead;
+  return t <= v.maxTime - v.windowMs ? Verdict.NotLeader : Verdict.Ahead;
 }
 
 function judgePast(v: LeaseView, replica: string, t: number): Verdict {

@@ -4,7 +4,7 @@
  * that runs atomically under a row lock, so any number of connectors can race.
  */
 import type { Sql } from "../../deps.ts";
-import type { LeaseInterval, LeaseRow, LeaseTimings } from "./lease.ts";
+import { handoverWindowMs, type LeaseInterval, type LeaseRow, type LeaseTimings } from "./lease.ts";
 
 /** What the HA filter needs from the database. */
 export interface LeaseStore {
@@ -75,7 +75,8 @@ export class PgLeaseStore implements LeaseStore {
       SELECT (s).* FROM (SELECT _prom_catalog.try_change_leader(
         ${cluster}, ${replica}, ${iso(maxTime)}::timestamptz,
         ${interval(this.timings.failoverTimeoutMs)}::interval,
-        ${interval(this.timings.leaseTimeoutMs)}::interval, ${this.clusterLabel}
+        ${interval(this.timings.leaseTimeoutMs)}::interval, ${this.clusterLabel},
+        ${interval(handoverWindowMs(this.timings))}::interval
       ) AS s) x`;
     return toRow(r);
   }

@@ -28,3 +28,22 @@ export function analyseSlots(times: number[], intervalMs: number): SlotReport {
   }
   return { samples: times.length, missed, doubled, longestGapMs: longest };
 }
+
+/**
+ * Counts the missing slots between consecutive stored samples (sorted ms)
+ * that some replica did scrape (`scraped`, ms, any order): the scrapes the
+ * connector lost, as opposed to scrapes no replica made.
+ */
+export function lostSlots(stored: number[], scraped: number[], intervalMs: number): number {
+  const sorted = [...scraped].sort((a, b) => a - b);
+  let lost = 0;
+  for (let i = 1; i < stored.length; i++) {
+    const a = stored[i - 1], b = stored[i];
+    const missing = Math.round((b - a) / intervalMs) - 1;
+    for (let k = 1; k <= missing; k++) {
+      const slot = a + k * intervalMs;
+      if (sorted.some((t) => Math.abs(t - slot) < intervalMs / 2)) lost++;
+    }
+  }
+  return lost;
+}

@@ -33,10 +33,11 @@ async function heardAgo(sql: Awaited<ReturnType<typeof freshDatabase>>["sql"], a
 async function storeSamples(
   sql: Awaited<ReturnType<typeof freshDatabase>>["sql"],
   times: number[],
+  metric = "up",
 ) {
+  const labels = JSON.stringify({ __name__: metric, cluster: "c1", job: "node" });
   const [{ series_id }] = await sql<{ series_id: string }[]>`
-    SELECT series_id FROM _prom_catalog.get_or_create_series(
-      ARRAY['{"__name__":"up","cluster":"c1","job":"node"}']::jsonb[])`;
+    SELECT series_id FROM _prom_catalog.get_or_create_series(ARRAY[${labels}::text]::jsonb[])`;
   const iso = times.map((t) => new Date(t).toISOString());
   await sql`SELECT _prom_catalog.ensure_partitions(${iso}::timestamptz[])`;
   await sql`INSERT INTO _prom_data.samples (series_id, time, value)
@@ -119,5 +120,22 @@ Deno.test("pastLeases() returns earlier intervals newest first", async () => {
     const r2 = await store.tryChangeLeader("c1", "r2", T0 + 2000);
     const past = await store.pastLeases("c1", r2.start, 10);
     assertEquals(past, [{ leader: "r1", start: T0, until: r2.start }]);
+  });
+});
+
+Deno.test("try_change_leader() goes back to the first scrape round the old leader did not finish", async () => {
+  await withStore(async (store, sql) => {
+    await store.updateLease("c1", "r1", T0, T0 + 1000, 0);
+    // The leader died mid-round: node_load1 got round T0+3000, up did not.
+    await storeSamples(sql, [T0, T0 + 1000, T0 + 2000, T0 + 3000], "node_load1");
+    await storeSamples(sql, [T0, T0 + 1000, T0 + 2000], "up");
+    await heardAgo(sql, timings.failoverTimeoutMs + 10);
+    const changed = await store.tryChangeLeader("c1", "r2", T0 + 5000);
+    assertEquals(changed.start, T0 + 2000 + 500, "after up's last round, half an interval on");
+    const left = await sql<{ n: string }[]>`
+      SELECT count(*) AS n FROM _prom_data.samples WHERE time >= ${new Date(T0 + 2500)}`;
+    assertEquals(Number(left[0].n), 0, "the unfinished round is left to the new leader");
+    const kept = await sql<{ n: string }[]>`SELECT count(*) AS n FROM _prom_data.samples`;
+    assertEquals(Number(kept[0].n), 6);
   });
 });

@@ -140,17 +140,23 @@ function setup() {
 
 Deno.test("judge() keeps the leader's samples inside its trusted lease and renews outside it", () => {
   const v = viewFromRow(
-    { cluster: "c", leader: "r1", start: 100, until: 1000, maxTime: 500, heardAgeMs: 0 },
+    { cluster: "c", leader: "r1", start: 100, until: 100_000, maxTime: 50_000, heardAgeMs: 0 },
     0,
     timings,
     [],
   );
+  assertEquals(v.windowMs, timings.failoverTimeoutMs / 2);
   assertEquals(judge(v, "r1", 100, 0), Verdict.Keep);
-  assertEquals(judge(v, "r1", 999, 0), Verdict.Keep);
-  assertEquals(judge(v, "r1", 1000, 0), Verdict.Renew, "past lease_until needs an extension");
+  assertEquals(judge(v, "r1", 99_999, 0), Verdict.Keep);
+  assertEquals(judge(v, "r1", 100_000, 0), Verdict.Renew, "past lease_until needs an extension");
   assertEquals(judge(v, "r1", 500, v.validUntil), Verdict.Renew, "trust lapsed");
-  assertEquals(judge(v, "r2", 500, 0), Verdict.NotLeader, "covered by the leader");
-  assertEquals(judge(v, "r2", 501, 0), Verdict.Ahead, "not yet covered by the leader");
+  assertEquals(judge(v, "r2", 35_000, 0), Verdict.NotLeader, "covered by the leader");
+  assertEquals(
+    judge(v, "r2", 35_001, 0),
+    Verdict.Ahead,
+    "within the handover window of the leader's newest sample: held back, not dropped",
+  );
+  assertEquals(judge(v, "r2", 60_000, 0), Verdict.Ahead, "not yet covered by the leader");
   assertEquals(judge(v, "r1", 99, 0), Verdict.TooOld, "before every known lease");
 });
 
@@ -177,9 +183,9 @@ Deno.test("viewFromRow() trusts the leader until the failover timeout minus a ma
 
 Deno.test("HaFilter makes the first replica heard from the leader and drops the other", async () => {
   const { send, store, metrics } = setup();
-  assertEquals(await send("c1", "r1", [1000, 2000]), [1000, 2000]);
+  assertEquals(await send("c1", "r1", [1000, 20_000]), [1000, 20_000]);
   assertEquals(store.leases.get("c1")!.row.leader, "r1");
-  assertEquals(await send("c1", "r2", [1500, 2000]), [], "r2's samples are covered by r1");
+  assertEquals(await send("c1", "r2", [1500, 4000]), [], "r2's samples are covered by r1");
   assertEquals(metrics.samplesDropped.get({ cluster: "c1", reason: "not_leader" }), 2);
   assertEquals(metrics.haLeader.get({ cluster: "c1", replica: "r1" }), 1);
 });
@@ -240,8 +246,11 @@ Deno.test("HaFilter answers 503 to a follower ahead of a live leader, and takes 
   assertEquals(await send("c1", "r2", [10_000, 10_500, 11_000]), [10_500, 11_000]);
   const lease = store.leases.get("c1")!.row;
   assertEquals([lease.leader, lease.start], ["r2", 10_001], "starts right after r1's last sample");
-  // r1 comes back: it is a follower now, and its new samples are covered by r2.
-  assertEquals(await send("c1", "r1", [11_000]), []);
+  // r1 comes back: it is a follower now; its samples near r2's newest are
+  // held back (503), older ones are covered by r2 and dropped.
+  await assertRejects(() => send("c1", "r1", [11_000]), UnavailableError);
+  assertEquals(await send("c1", "r2", [30_000]), [30_000]);
+  assertEquals(await send("c1", "r1", [11_000, 12_000]), []);
 });
 
 Deno.test("HaFilter stores a restarted replica's replay inside its own past lease and drops it outside", async () => {
@@ -251,7 +260,7 @@ Deno.test("HaFilter stores a restarted replica's replay inside its own past leas
   clock.advance(timings.failoverTimeoutMs);
   assertEquals(await send("c1", "r2", [12_500, 13_000]), [12_500, 13_000]);
   // r1 restarts and replays its WAL: [10 000, 12 001) was its own.
-  assertEquals(await send("c1", "r1", [11_000, 12_000, 12_500]), [11_000, 12_000]);
+  assertEquals(await send("c1", "r1", [11_000, 12_000]), [11_000, 12_000]);
   // r2 replays older samples that fell in r1's lease: dropped.
   assertEquals(await send("c1", "r2", [11_500, 13_500]), [13_500]);
 });

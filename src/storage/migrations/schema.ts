@@ -349,25 +349,35 @@ BEGIN
 END $$;
 
 -- Hands the lease to 'new_leader' when the leader has not been heard for
--- 'failover_timeout' on the database's clock. The old lease ends right
--- after the newest sample the old leader actually wrote: the reported
--- max_time, or a newer stored sample of the cluster's series if a connector
--- wrote one it had not yet reported (it died, or its report is in flight).
--- "Right after" means after that sample's scrape round: half a scrape
--- interval (estimated from the two newest samples of that series) past it,
--- so that the new leader's sample of the SAME round, taken a fraction of
--- an interval later on its own schedule, is not stored as a second copy,
--- while its sample of the next round is. Without an estimate, 1 ms.
--- Either way the leases stay contiguous: no hole in sample time.
+-- 'failover_timeout' on the database's clock.
+--
+-- Where the new lease starts: a Prometheus sends one scrape round in
+-- several batches (and shards), so a leader that dies mid-round has
+-- written the round for some series and not for others. Connectors never
+-- drop a follower's sample within 'handover_window' of the leader's newest
+-- written sample (they hold it back: 503, Prometheus resends), so the
+-- follower still has every round of that window. The boundary goes right
+-- after the oldest "newest sample" among the series the leader wrote in
+-- the window (the first round it did not finish), and the old leader's
+-- samples after it are removed: the follower's copies of those rounds
+-- replace them, for every series alike. "Right after" is half a scrape
+-- interval (estimated from that series' last two samples; 1 ms without an
+-- estimate), so the follower's sample of the round the old leader did
+-- finish is not stored as a second copy. Newest samples are found in the
+-- stored rows, so a connector that died before reporting its last writes
+-- is accounted for. The leases stay contiguous: no hole in sample time.
 CREATE FUNCTION _prom_catalog.try_change_leader(
   cluster text, new_leader text, max_time timestamptz,
-  failover_timeout interval, lease_timeout interval, cluster_label text
+  failover_timeout interval, lease_timeout interval, cluster_label text,
+  handover_window interval DEFAULT interval '0'
 ) RETURNS _prom_catalog.ha_lease_state
 LANGUAGE plpgsql AS $$
 DECLARE
   l _prom_catalog.ha_leases%ROWTYPE;
-  last_time timestamptz;
-  last_series bigint;
+  ids bigint[];
+  top timestamptz;
+  first_series bigint;
+  first_last timestamptz;
   prev_time timestamptz;
   boundary timestamptz;
 BEGIN
@@ -376,20 +386,32 @@ BEGIN
      OR clock_timestamp() - l.last_heard < failover_timeout THEN
     RETURN _prom_catalog.ha_state(l);
   END IF;
-  SELECT s.time, s.series_id INTO last_time, last_series
+  ids := ARRAY(SELECT id FROM _prom_catalog.series
+               WHERE labels @> jsonb_build_object(cluster_label, cluster));
+  SELECT max(s.time) INTO top
   FROM _prom_data.samples s
-  WHERE s.series_id IN (SELECT id FROM _prom_catalog.series
-                        WHERE labels @> jsonb_build_object(cluster_label, cluster))
-    AND s.time >= greatest(l.max_time, l.lease_start) AND s.time < l.lease_until
-  ORDER BY s.time DESC LIMIT 1;
-  IF last_time IS NULL THEN
+  WHERE s.series_id = ANY(ids)
+    AND s.time >= greatest(l.max_time - handover_window, l.lease_start)
+    AND s.time < l.lease_until;
+  IF top IS NULL THEN
     boundary := l.max_time + interval '1 millisecond';
   ELSE
+    SELECT x.series_id, x.last INTO first_series, first_last
+    FROM (SELECT s.series_id, max(s.time) AS last
+          FROM _prom_data.samples s
+          WHERE s.series_id = ANY(ids)
+            AND s.time > top - handover_window
+            AND s.time >= l.lease_start AND s.time < l.lease_until
+          GROUP BY s.series_id) x
+    ORDER BY x.last, x.series_id LIMIT 1;
     SELECT max(s.time) INTO prev_time FROM _prom_data.samples s
-    WHERE s.series_id = last_series AND s.time < last_time
-      AND s.time >= last_time - lease_timeout;
-    boundary := last_time + greatest(interval '1 millisecond',
-                                     coalesce((last_time - prev_time) / 2, interval '0'));
+    WHERE s.series_id = first_series AND s.time < first_last
+      AND s.time >= first_last - lease_timeout;
+    boundary := first_last + greatest(interval '1 millisecond',
+                                      coalesce((first_last - prev_time) / 2, interval '0'));
+    DELETE FROM _prom_data.samples s
+    WHERE s.series_id = ANY(ids)
+      AND s.time >= boundary AND s.time < l.lease_until;
   END IF;
   IF boundary <= l.lease_start THEN
     -- The old leader wrote nothing in its lease: the lease is void.
