@@ -446,15 +446,24 @@ export class HaFilter implements IngestFilter {
     }
   }
 
-  /** Runs a lease query; a database failure is a 503, never a 400 (Promscale lost data here). */
+  /**
+   * Runs a lease query. A database failure is a 503 (Promscale answered 400
+   * here and lost data), except a request the schema can never hold (a
+   * cluster or replica name too long for the lease index: SQLSTATE class
+   * 54, or bad data, class 22), which is a 400 so it does not block
+   * Prometheus's queue forever.
+   */
   async #db<T>(fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (err) {
-      if (err instanceof UnavailableError) throw err;
-      throw new UnavailableError(
-        `HA lease unavailable: ${(err as Error).message?.split("\n")[0] ?? String(err)}`,
-      );
+      if (err instanceof UnavailableError || err instanceof BadRequestError) throw err;
+      const code = (err as { code?: string }).code ?? "";
+      const msg = (err as Error).message?.split("\n")[0] ?? String(err);
+      if (code.startsWith("54") || code.startsWith("22")) {
+        throw new BadRequestError(`Cannot keep an HA lease for this cluster or replica: ${msg}`);
+      }
+      throw new UnavailableError(`HA lease unavailable: ${msg}`);
     }
   }
 }

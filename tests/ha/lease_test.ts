@@ -327,3 +327,24 @@ Deno.test("HaFilter drops a leader's sample far in the future instead of stretch
   assertEquals(store.leases.get("c1")!.row.until, 1000 + timings.leaseTimeoutMs);
   assertEquals(metrics.samplesDropped.get({ cluster: "c1", reason: "too_new" }), 1);
 });
+
+Deno.test("HaFilter answers 503 on a database failure and 400 on a name the lease index cannot hold", async () => {
+  for (
+    const [code, expected] of [["08006", UnavailableError], ["54000", BadRequestError]] as const
+  ) {
+    const clock = new Clock();
+    const store = new MemoryLeaseStore(clock);
+    store.getLease = () => Promise.reject(Object.assign(new Error("boom"), { code }));
+    const filter = new HaFilter({
+      store,
+      timings,
+      clusterLabel: "cluster",
+      replicaLabel: "__replica__",
+      metrics: new ConnectorMetrics(),
+      log: silentLogger,
+      now: clock.now,
+      holdMs: 0,
+    });
+    await assertRejects(() => filter.apply(request("c1", "r1", [1000])), expected);
+  }
+});
