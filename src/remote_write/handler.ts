@@ -117,7 +117,7 @@ function checkHeaders(h: Headers): void {
 
 /**
  * Reads the body without ever holding more than `limit` bytes: 413 as soon
- * as Content-Length or the bytes read pass it, 408 when the client is too
+ * as Content-Length or the bytes read pass it, 503 when the client is too
  * slow (a body trickled byte by byte must not hold a slot forever).
  */
 export async function readBody(
@@ -151,12 +151,12 @@ export async function readBody(
     }
   } catch (err) {
     if (err instanceof HttpError) throw err;
-    if (timedOut) throw new HttpError(408, `Request body not received within ${timeoutMs} ms`);
+    if (timedOut) throw new HttpError(503, `Request body not received within ${timeoutMs} ms`);
     throw new HttpError(400, `Cannot read request body: ${(err as Error).message}`);
   } finally {
     clearTimeout(timer);
   }
-  if (timedOut) throw new HttpError(408, `Request body not received within ${timeoutMs} ms`);
+  if (timedOut) throw new HttpError(503, `Request body not received within ${timeoutMs} ms`);
   if (chunks.length === 1) return chunks[0];
   const out = new Uint8Array(size);
   let o = 0;

@@ -1,6 +1,6 @@
 /**
  * Slow and idle clients cannot exhaust the connector: a body trickled a
- * byte a second is cut off with 408 after --web.read-timeout and its slot
+ * byte a second is cut off with 503 after --web.read-timeout and its slot
  * is freed; requests beyond --web.max-in-flight-requests get 503 (with
  * Retry-After) instead of piling up; 500 idle connections do not stop a
  * normal write.
@@ -65,7 +65,7 @@ async function inFlight(url: string): Promise<number> {
 }
 
 Deno.test({
-  name: "slow and idle clients: 408 after the read timeout, 503 beyond the in-flight cap",
+  name: "slow and idle clients: 503 after the read timeout, 503 beyond the in-flight cap",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async (t) => {
@@ -99,34 +99,40 @@ Deno.test({
       }
     };
     try {
-      await t.step("a body trickled a byte a second gets 408 and frees its slot", async () => {
-        const conn = await startWrite(port, 100);
-        conns.push(conn);
-        let trickling = true;
-        let sent = 0;
-        const trickle = (async () => {
-          while (trickling && sent < 60) {
-            try {
-              await conn.write(new Uint8Array([0x80 | (sent & 0x7f)]));
-            } catch {
-              return; // the server closed the connection
+      await t.step(
+        "a body trickled a byte a second gets 503 (Prometheus resends, nothing lost) and frees its slot",
+        async () => {
+          const conn = await startWrite(port, 100);
+          conns.push(conn);
+          let trickling = true;
+          let sent = 0;
+          const trickle = (async () => {
+            while (trickling && sent < 60) {
+              try {
+                await conn.write(new Uint8Array([0x80 | (sent & 0x7f)]));
+              } catch {
+                return; // the server closed the connection
+              }
+              sent++;
+              await new Promise((r) => setTimeout(r, 1000));
             }
-            sent++;
-            await new Promise((r) => setTimeout(r, 1000));
-          }
-        })();
-        const res = await readResponse(conn, 60_000);
-        trickling = false;
-        await trickle;
-        assertMatch(res, /^HTTP\/1\.1 408 /);
-        assertMatch(res.slice(res.indexOf("\r\n\r\n") + 4), /^Request body not received [^\n]*\n$/);
-        console.log(`trickled body: 408 after ${sent} bytes sent a second apart`);
-        closeAll();
-        // Both slots are free again: two writes at once succeed.
-        const both = await Promise.all([write(c.url), write(c.url)]);
-        for (const r of both) await r.body?.cancel();
-        assertEquals(both.map((r) => r.status), [204, 204]);
-      });
+          })();
+          const res = await readResponse(conn, 60_000);
+          trickling = false;
+          await trickle;
+          assertMatch(res, /^HTTP\/1\.1 503 /);
+          assertMatch(
+            res.slice(res.indexOf("\r\n\r\n") + 4),
+            /^Request body not received [^\n]*\n$/,
+          );
+          console.log(`trickled body: 503 after ${sent} bytes sent a second apart`);
+          closeAll();
+          // Both slots are free again: two writes at once succeed.
+          const both = await Promise.all([write(c.url), write(c.url)]);
+          for (const r of both) await r.body?.cancel();
+          assertEquals(both.map((r) => r.status), [204, 204]);
+        },
+      );
 
       await t.step(
         "requests beyond the in-flight cap get 503 until the slots free up",
@@ -149,7 +155,7 @@ Deno.test({
           assertMatch(body, /^Too many requests in flight \(limit 2\)\n$/);
           // The read timeout ends the stalled ones; then writes go through again.
           for (const conn of conns) {
-            assertMatch(await readResponse(conn, 30_000), /^HTTP\/1\.1 408 /);
+            assertMatch(await readResponse(conn, 30_000), /^HTTP\/1\.1 503 /);
           }
           closeAll();
           const both = await Promise.all([write(c.url), write(c.url)]);
