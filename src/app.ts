@@ -260,7 +260,15 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
     const stop = () =>
       stopping ??= (async () => {
         log.info("Shutting down: finishing requests in flight");
-        await server.shutdown();
+        // Requests in flight get 15 s (a write waits at most 10 s for a
+        // connection); a stuck one must not hold the stop past systemd's
+        // TimeoutStopSec. What is not answered is retried by Prometheus.
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const late = new Promise<boolean>((r) => timer = setTimeout(() => r(true), 15_000));
+        if (await Promise.race([server.shutdown().then(() => false), late])) {
+          log.warn("Requests still in flight after 15 s; stopping anyway");
+        }
+        clearTimeout(timer);
         gate.close();
         for (const b of background.reverse()) await b.stop();
         await sql.end({ timeout: 10 });
