@@ -748,6 +748,12 @@ function normalizeArgv(argv: readonly string[], warnings: string[]): string[] {
       out.push(...argv.slice(i));
       break;
     }
+    // Go's flag package (and Promscale's documentation) spell help "-help";
+    // "help" as a subcommand reads naturally beside "version".
+    if (arg === "-help" || arg === "help") {
+      out.push("--help");
+      continue;
+    }
     const m = /^(--?)([^=]+)(?:=([\s\S]*))?$/.exec(arg);
     if (m === null) {
       out.push(arg);

@@ -737,3 +737,11 @@ Deno.test("loadConfig() reads the real file system", () => {
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("parseConfig() shows help for Go's -help and for a help subcommand", () => {
+  for (const argv of [["-help"], ["help"], ["--help"]]) {
+    const e = exit(argv);
+    assert.equal(e.code, 0);
+    assert.ok(e.output.includes("--metrics.high-availability"), argv.join(" "));
+  }
+});
