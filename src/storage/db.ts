@@ -32,10 +32,6 @@ export function openPool(o: PoolOptions): Sql {
     idle_timeout: 60,
     max_lifetime: 60 * 30,
     prepare: true,
-    // No pipelining: postgres.js would queue a query on a connection that
-    // is busy with a COPY, where it fails (COPY_IN_PROGRESS). A query waits
-    // for a free connection instead; the write gate keeps one free.
-    max_pipeline: 0,
     onnotice: () => {},
     // Delay before reconnecting after a failed connect, in seconds. The
     // default grows to 20 s, and every query meanwhile waits for it: during
