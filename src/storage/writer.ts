@@ -3,7 +3,8 @@
  * database call for all the misses of a request), partitions made sure of
  * (cached ranges; one call when a new day appears), then all samples of the
  * request in ONE binary COPY, which is a single atomic statement: when it
- * returns, the data is committed.
+ * returns, the data is committed. Under load, requests that wait for a COPY
+ * share the next one (still committed before any of them is answered).
  *
  * Binary COPY is both the fastest path into PostgreSQL and the only one of
  * postgres.js's that carries float8 bits exactly (text parameters turn every
@@ -89,16 +90,48 @@ export function labelsJson(labels: { name: string; value: string }[]): string {
   return out + "}";
 }
 
+/** Rows of one request waiting for a COPY. */
+interface PendingRows {
+  rows: Uint8Array;
+  guard?: () => void;
+  resolve: (deduplicated: boolean) => void;
+  reject: (err: unknown) => void;
+}
+
+/** Tuning of the writer. */
+export interface WriterOptions {
+  /**
+   * COPY statements running at once; requests beyond wait and go together
+   * into the next one. Default: the cores of this machine (at least 2, at
+   * most the gate's slots), a stand-in for the database's.
+   */
+  maxCopies?: number;
+}
+
+/** Largest COPY body made by combining requests. */
+const MAX_COMBINED_BYTES = 8 << 20;
+
 /** Writes samples to PostgreSQL; see the module comment. */
 export class PgWriter implements SampleWriter {
   /** Sorted, disjoint partition ranges known to exist: [start, end) in ms. */
   #partitions: [number, number][] = [];
+  readonly maxCopies: number;
+  #queue: PendingRows[] = [];
+  #copies = 0;
+  /** COPY statements sent into _prom_data.samples (a combined one counts once). */
+  copyStatements = 0;
 
   constructor(
     readonly sql: Sql,
     readonly gate: Gate,
     readonly cache: SeriesCache,
-  ) {}
+    options: WriterOptions = {},
+  ) {
+    this.maxCopies = Math.max(
+      1,
+      options.maxCopies ?? Math.min(gate.slots, Math.max(2, navigator.hardwareConcurrency ?? 2)),
+    );
+  }
 
   async write(series: WriteSeries[], guard?: () => void): Promise<WriteResult> {
     let samples = 0;
@@ -109,10 +142,9 @@ export class PgWriter implements SampleWriter {
         const { ids, created } = await this.#seriesIds(series);
         await this.#ensurePartitions(series);
         const rows = encodeCopy(series, ids, samples);
-        guard?.();
         let deduplicated: boolean;
         try {
-          deduplicated = await this.#store(rows);
+          deduplicated = await this.#submit(rows, guard);
         } catch (err) {
           // 23514 "no partition of relation found for row": the retention
           // job (maybe another connector's) dropped a partition this writer
@@ -120,14 +152,70 @@ export class PgWriter implements SampleWriter {
           if ((err as { code?: string }).code !== "23514") throw err;
           this.forgetPartitions();
           await this.#ensurePartitions(series);
-          guard?.();
-          deduplicated = await this.#store(rows);
+          deduplicated = await this.#submit(rows, guard);
         }
         return { samples, newSeries: created, deduplicated };
       } catch (err) {
         throw mapDbError(err);
       }
     });
+  }
+
+  /**
+   * Stores the rows of one request: at once when fewer than `maxCopies`
+   * COPYs are running, else together with the other requests that arrive
+   * meanwhile, in the next COPY (one transaction for all: when the database
+   * is the bottleneck, fewer and larger transactions cost it less; measured
+   * in bench/RESULTS.md). The request's guard runs right before its rows
+   * are sent, and it is answered once they are committed. When a combined
+   * COPY fails, each request is stored again on its own, so that its
+   * outcome (a duplicate, bad data, a dropped partition) is its own.
+   */
+  #submit(rows: Uint8Array, guard?: () => void): Promise<boolean> {
+    const { promise, resolve, reject } = Promise.withResolvers<boolean>();
+    this.#queue.push({ rows, guard, resolve, reject });
+    if (this.#copies < this.maxCopies) this.#drain();
+    return promise;
+  }
+
+  /** Sends what is queued, batch after batch, until the queue is empty. */
+  async #drain(): Promise<void> {
+    this.#copies++;
+    try {
+      while (this.#queue.length) {
+        let n = 1;
+        let bytes = this.#queue[0].rows.length;
+        while (n < this.#queue.length && bytes + this.#queue[n].rows.length <= MAX_COMBINED_BYTES) {
+          bytes += this.#queue[n++].rows.length;
+        }
+        const batch = this.#queue.splice(0, n).filter((p) => {
+          try {
+            p.guard?.();
+            return true;
+          } catch (err) {
+            p.reject(err);
+            return false;
+          }
+        });
+        if (batch.length === 1) {
+          await this.#store(batch[0].rows).then(batch[0].resolve, batch[0].reject);
+          continue;
+        }
+        if (batch.length === 0) continue;
+        let combined = true;
+        try {
+          await this.#copy(combineCopies(batch.map((p) => p.rows)));
+        } catch {
+          combined = false;
+        }
+        for (const p of batch) {
+          if (combined) p.resolve(false);
+          else await this.#store(p.rows).then(p.resolve, p.reject);
+        }
+      }
+    } finally {
+      this.#copies--;
+    }
   }
 
   /** COPY; on a unique violation (a retried request) the slow path. True when that ran. */
@@ -251,6 +339,7 @@ export class PgWriter implements SampleWriter {
     }
   }
 
+
   async #copyDeduplicated(rows: Uint8Array): Promise<void> {
     await this.sql.begin(async (tx) => {
       await tx`CREATE TEMP TABLE IF NOT EXISTS promscale_incoming
@@ -309,6 +398,23 @@ export async function copyIn(query: unknown, data: Uint8Array): Promise<void> {
 function toMs(d: Date, ifInfinite: number): number {
   const t = d instanceof Date ? d.getTime() : NaN;
   return Number.isFinite(t) ? t : ifInfinite;
+}
+
+/** One binary COPY body with the rows of several (each: header, rows, trailer). */
+export function combineCopies(parts: Uint8Array[]): Uint8Array {
+  const frame = COPY_HEADER.length + 2;
+  let size = frame;
+  for (const p of parts) size += p.length - frame;
+  const out = new Uint8Array(size);
+  out.set(COPY_HEADER, 0);
+  let o = COPY_HEADER.length;
+  for (const p of parts) {
+    out.set(p.subarray(COPY_HEADER.length, p.length - 2), o);
+    o += p.length - frame;
+  }
+  out[o] = 0xff; // file trailer: int16 -1
+  out[o + 1] = 0xff;
+  return out;
 }
 
 /** Encodes rows in PostgreSQL's binary COPY format: (int8, timestamptz, float8). */
