@@ -260,13 +260,29 @@ export function forEachBatch(
   if (bs.length) onBatch(bs, bt, false);
 }
 
+/** An HA load: two replicas of one cluster, the follower `lagSlots` slots behind. */
+export interface HaLoad {
+  cluster: string;
+  /** Leader (heard first), then follower. */
+  replicas: [string, string];
+  /**
+   * How many slots the follower's batches trail the leader's, per sender.
+   * A follower's sample is dropped (2xx) once the leader has written
+   * samples a handover window (half the failover timeout) newer; before
+   * that the connector holds it back and may answer 503.
+   */
+  lagSlots: number;
+}
+
 /**
- * Builds the plan of a load. With `ha`, every batch is sent twice: by the
- * leader replica first, then by the follower (same samples, other
- * `__replica__`), and `slots` counts each slot once, so an HA plan of
- * slots/2 carries as many samples as a plain plan of `slots`.
+ * Builds the plan of a load. With `ha`, both replicas send every series:
+ * the warm-up is the leader's slot 0; then each sender sends its leader
+ * batches in order and, after each, the follower batches whose slots all
+ * lie `lagSlots` behind the newest slot that leader batch carried, as a
+ * real follower trails its leader. The follower's last `lagSlots` slots are
+ * not sent (the leader never gets far enough ahead of them).
  */
-export function buildPlan(shape: LoadShape, ha?: { cluster: string; replicas: [string, string] }) {
+export function buildPlan(shape: LoadShape, ha?: HaLoad): Plan {
   const encoded = (replica?: string) => {
     const out: Uint8Array[] = new Array(shape.series);
     for (let i = 0; i < shape.series; i++) {
@@ -277,22 +293,51 @@ export function buildPlan(shape: LoadShape, ha?: { cluster: string; replicas: [s
     }
     return out;
   };
-  const variants: { role: PlannedRequest["role"]; labels: Uint8Array[] }[] = ha
-    ? [
-      { role: "leader", labels: encoded(ha.replicas[0]) },
-      { role: "follower", labels: encoded(ha.replicas[1]) },
-    ]
-    : [{ role: "single", labels: encoded() }];
+  const request = (
+    labels: Uint8Array[],
+    series: number[],
+    slots: number[],
+    role: PlannedRequest["role"],
+  ): PlannedRequest => {
+    const times = slots.map((slot) => slotTime(shape, slot));
+    const values = series.map((i, k) => benchValue(i, slots[k]));
+    const body = compressedRequest(series.map((i) => labels[i]), times, values);
+    return { body, samples: series.length, role };
+  };
   const plan: Plan = { shape, warmup: [], timed: [] };
+  if (!ha) {
+    const labels = encoded();
+    for (let s = 0; s < shape.senders; s++) {
+      const warm: PlannedRequest[] = [];
+      const timed: PlannedRequest[] = [];
+      forEachBatch(shape, s, (series, slots, warmup) => {
+        (warmup ? warm : timed).push(request(labels, series, slots, "single"));
+      });
+      plan.warmup.push(warm);
+      plan.timed.push(timed);
+    }
+    return plan;
+  }
+  const leader = encoded(ha.replicas[0]);
+  const follower = encoded(ha.replicas[1]);
   for (let s = 0; s < shape.senders; s++) {
     const warm: PlannedRequest[] = [];
     const timed: PlannedRequest[] = [];
+    const followerBatches: { series: number[]; slots: number[]; last: number }[] = [];
+    forEachBatch(shape, s, (series, slots) => {
+      followerBatches.push({ series, slots, last: slots[slots.length - 1] });
+    });
+    let next = 0;
     forEachBatch(shape, s, (series, slots, warmup) => {
-      const times = slots.map((slot) => slotTime(shape, slot));
-      const values = series.map((i, k) => benchValue(i, slots[k]));
-      for (const v of variants) {
-        const body = compressedRequest(series.map((i) => v.labels[i]), times, values);
-        (warmup ? warm : timed).push({ body, samples: series.length, role: v.role });
+      if (warmup) {
+        warm.push(request(leader, series, slots, "leader"));
+        return;
+      }
+      timed.push(request(leader, series, slots, "leader"));
+      const ahead = slots[slots.length - 1] - ha.lagSlots;
+      while (next < followerBatches.length && followerBatches[next].last <= ahead) {
+        const f = followerBatches[next++];
+        timed.push(request(follower, f.series, f.slots, "follower"));
       }
     });
     plan.warmup.push(warm);

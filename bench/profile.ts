@@ -71,7 +71,9 @@ async function main(): Promise<void> {
   await savePlan(
     buildPlan(
       shape,
-      ha ? { cluster: "bench", replicas: ["prometheus-0", "prometheus-1"] } : undefined,
+      ha
+        ? { cluster: "bench", replicas: ["prometheus-0", "prometheus-1"], lagSlots: 2 }
+        : undefined,
     ),
     planFile,
   );

@@ -49,6 +49,9 @@ interface Options {
 
 const PARTS = ["decode", "copy", "prometheus", "connector", "ha", "rss"];
 
+/** The connector's handover window with its default failover timeout (30 s / 2). */
+const HANDOVER_WINDOW_MS = 15_000;
+
 function parseArgs(argv: string[]): Options {
   const get = (name: string, def: string) => {
     const i = argv.indexOf(`--${name}`);
@@ -634,16 +637,24 @@ async function main(): Promise<void> {
     log(`building payloads: ${s.series} series × ${s.slots + 1} slots, ${s.senders} senders`);
     const plainPlan = `${dir}/plain.bin`;
     await savePlan(buildPlan(s), plainPlan);
-    // The HA load carries as many samples: each batch from the leader, then the follower.
+    // The HA load: both replicas send every series, the follower a handover
+    // window (half the default 30 s failover timeout) plus a slot behind the
+    // leader; about as many samples in all as the plain load.
+    const lagSlots = Math.ceil(HANDOVER_WINDOW_MS / s.intervalMs) + 1;
+    const haSlots = Math.max(lagSlots + 1, Math.round((s.slots + lagSlots) / 2));
     const haShape: LoadShape = {
       ...s,
-      slots: Math.max(1, Math.floor(s.slots / 2)),
-      startMs: s.startMs + (s.slots - Math.max(1, Math.floor(s.slots / 2))) * s.intervalMs,
+      slots: haSlots,
+      startMs: s.startMs + (s.slots - haSlots) * s.intervalMs,
     };
     const haPlan = `${dir}/ha.bin`;
     if (o.only.has("ha")) {
       await savePlan(
-        buildPlan(haShape, { cluster: "bench", replicas: ["prometheus-0", "prometheus-1"] }),
+        buildPlan(haShape, {
+          cluster: "bench",
+          replicas: ["prometheus-0", "prometheus-1"],
+          lagSlots,
+        }),
         haPlan,
       );
     }
