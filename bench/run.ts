@@ -448,20 +448,69 @@ async function connectorRun(plan: string, ha: boolean, args: string[]): Promise<
   }
 }
 
+/**
+ * Asks a Deno process started with --inspect for a full garbage collection
+ * (Chrome DevTools protocol) and returns its JS heap in use afterwards.
+ */
+async function collectGarbage(inspectPort: number): Promise<number> {
+  const [target] = await (await fetch(`http://127.0.0.1:${inspectPort}/json/list`)).json();
+  const ws = new WebSocket(target.webSocketDebuggerUrl);
+  await new Promise((resolve, reject) => {
+    ws.onopen = resolve;
+    ws.onerror = reject;
+  });
+  let id = 0;
+  const call = (method: string) =>
+    new Promise<{ usedSize?: number }>((resolve) => {
+      const mine = ++id;
+      ws.addEventListener("message", (e) => {
+        const m = JSON.parse(e.data);
+        if (m.id === mine) resolve(m.result ?? {});
+      });
+      ws.send(JSON.stringify({ id: mine, method }));
+    });
+  try {
+    await call("HeapProfiler.collectGarbage");
+    return (await call("Runtime.getHeapUsage")).usedSize ?? NaN;
+  } finally {
+    ws.close();
+  }
+}
+
+/**
+ * Sends `series` distinct series to a fresh connector and reads its memory
+ * from /proc: right after (what an operator sees while series are created,
+ * garbage included) and after a full garbage collection (what the cached
+ * series really hold). The connector runs with --inspect (on 127.0.0.1)
+ * only so that the collection can be asked for.
+ */
 async function rssRun(planFile: string, series: number, args: string[]) {
   const db = await freshDatabase("bench_rss");
   try {
-    const svc = await startConnector({
-      dbUri: db.uri,
-      args: ["--telemetry.log.level", "warn", ...args],
-    });
+    const port = freePort();
+    const inspectPort = freePort();
+    const proc = spawnProcess("connector", Deno.execPath(), [
+      "run",
+      "-A",
+      `--inspect=127.0.0.1:${inspectPort}`,
+      "main.ts",
+      "--db.uri",
+      db.uri,
+      "--web.listen-address",
+      `127.0.0.1:${port}`,
+      "--telemetry.log.level",
+      "warn",
+      ...args,
+    ], { cwd: REPO_ROOT, env: { NO_COLOR: "1" } });
+    const url = `http://127.0.0.1:${port}`;
     try {
-      const before = statusKb(svc.proc.pid, "VmRSS");
-      const load = await runLoadgen(`${svc.url}/write`, planFile, svc.proc.pid, db.name);
+      await waitForHttp(`${url}/healthz`, { timeoutMs: 60_000, proc });
+      const before = statusKb(proc.pid, "VmRSS");
+      const load = await runLoadgen(`${url}/write`, planFile, proc.pid, db.name);
       const seconds = load.warmupSeconds;
-      const after = statusKb(svc.proc.pid, "VmRSS");
-      const hwm = statusKb(svc.proc.pid, "VmHWM");
-      const metrics = await (await fetch(`${svc.url}/metrics`)).text();
+      const after = statusKb(proc.pid, "VmRSS");
+      const hwm = statusKb(proc.pid, "VmHWM");
+      const metrics = await (await fetch(`${url}/metrics`)).text();
       const cached = metricSum(metrics, "promscale_series_cache_size");
       const [{ n }] = await db.sql<{ n: string }[]>`SELECT count(*) AS n FROM _prom_catalog.series`;
       if (Number(n) !== series || sum(load.ackedSamples) !== series) {
@@ -469,17 +518,22 @@ async function rssRun(planFile: string, series: number, args: string[]) {
           `RSS run: ${n} series stored, ${sum(load.ackedSamples)} acked, ${series} sent`,
         );
       }
+      const heapAfterGc = await collectGarbage(inspectPort);
+      await new Promise((r) => setTimeout(r, 500));
+      const afterGc = statusKb(proc.pid, "VmRSS");
       return {
         series,
         cached,
         rssBeforeMb: before / 1024,
         rssAfterMb: after / 1024,
         hwmMb: hwm / 1024,
+        rssAfterGcMb: afterGc / 1024,
+        heapAfterGcMb: heapAfterGc / 1024 / 1024,
         seriesPerSecond: series / seconds,
         errors: load.errors,
       };
     } finally {
-      await svc.stop();
+      await proc.stop(10_000);
     }
   } finally {
     await db.drop();
@@ -612,7 +666,10 @@ function report(
         f1(rss.rssAfterMb)
       } MB** (${f1(rss.rssBeforeMb)} MB before, high-water mark ${
         f1(rss.hwmMb)
-      } MB; series created at ${k(rss.seriesPerSecond)}/s) (target ≤ 300 MB)`,
+      } MB; series created at ${k(rss.seriesPerSecond)}/s by ${s.senders} senders); after a full ` +
+        `garbage collection ${f1(rss.rssAfterGcMb)} MB, of which JS heap in use ${
+          f1(rss.heapAfterGcMb)
+        } MB (target ≤ 300 MB)`,
     );
   }
   for (const rs of byName.values()) {
