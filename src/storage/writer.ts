@@ -328,6 +328,7 @@ export class PgWriter implements SampleWriter {
     // busy connection, and one that lands behind a COPY fails
     // (COPY_IN_PROGRESS) or, worse, is itself a COPY that a stray CopyFail
     // aborts. The gate keeps a connection free for everything else.
+    this.copyStatements++;
     const conn = await this.sql.reserve();
     try {
       await copyIn(
@@ -338,7 +339,6 @@ export class PgWriter implements SampleWriter {
       conn.release();
     }
   }
-
 
   async #copyDeduplicated(rows: Uint8Array): Promise<void> {
     await this.sql.begin(async (tx) => {
