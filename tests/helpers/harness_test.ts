@@ -93,7 +93,15 @@ Deno.test("spawnProcess() keeps the last 200 lines and killAll() stops what is l
     assert(lines.includes("err: err done"));
 
     const sleeper = spawnProcess("sleeper", "sleep", ["60"]);
-    const stubborn = spawnProcess("stubborn", "bash", ["-c", "trap '' TERM; exec sleep 60"]);
+    const stubborn = spawnProcess("stubborn", "bash", [
+      "-c",
+      "trap '' TERM; echo ready; exec sleep 60",
+    ]);
+    // Only once the trap is set does SIGTERM leave it running (on a loaded
+    // machine bash may not have got that far yet).
+    for (let i = 0; i < 200 && !stubborn.output().includes("ready"); i++) {
+      await new Promise((r) => setTimeout(r, 25));
+    }
     const dir = await tempDir();
     await Deno.writeTextFile(`${dir}/x`, "x");
     await killAll(500);
