@@ -90,7 +90,11 @@ export class HaFilter implements IngestFilter {
     this.#now = o.now ?? (() => performance.now());
     this.#wallNow = o.wallNow ?? Date.now;
     this.#maxClusters = o.maxClusters ?? 10_000;
-    this.#holdMs = o.holdMs ?? Math.min(5_000, Math.floor(o.timings.failoverTimeoutMs / 3));
+    // Short: a held request keeps an in-flight slot that the leader's
+    // writes may need, and a follower inside the handover window is
+    // usually still inside it a moment later (it then gets a 503, backs
+    // off and falls back behind the window, where it is simply dropped).
+    this.#holdMs = o.holdMs ?? Math.min(500, Math.floor(o.timings.failoverTimeoutMs / 10));
   }
 
   /** Clusters held in memory (bounded by maxClusters). */
