@@ -6,10 +6,9 @@
  * connector on a fresh database, so headers (a lying Content-Length, a
  * chunked body) reach the server exactly as written.
  */
+import { inProcessConnector } from "./helpers/connector.ts";
 import { protobuf } from "../deps.ts";
-import { type Connector, startConnector } from "../src/app.ts";
-import { parseConfig } from "../src/config.ts";
-import { silentLogger } from "../src/telemetry/log.ts";
+import type { Connector } from "../src/app.ts";
 import { assert, assertEquals, assertStringIncludes } from "./helpers/assert.ts";
 import { type FreshDatabase, freshDatabase } from "./helpers/db.ts";
 import {
@@ -28,24 +27,13 @@ const dec = new TextDecoder();
 
 /** Starts an in-process connector on `db`, listening on a free port. */
 async function connectorOn(db: FreshDatabase, ...args: string[]): Promise<Connector> {
-  const cfg = parseConfig(
-    [
-      "--db.uri",
-      db.uri,
-      "--web.listen-address",
-      "127.0.0.1:0",
-      "--db.connections-max",
-      "3",
-      "--web.max-request-size",
-      String(MAX_REQUEST),
-      "--web.max-decoded-size",
-      String(MAX_DECODED),
-      ...args,
-    ],
-    {},
-    () => null,
-  );
-  return await startConnector(cfg, silentLogger);
+  return await inProcessConnector(db.uri, [
+    "--web.max-request-size",
+    String(MAX_REQUEST),
+    "--web.max-decoded-size",
+    String(MAX_DECODED),
+    ...args,
+  ], { pool: 3 });
 }
 
 interface RawResponse {

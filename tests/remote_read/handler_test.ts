@@ -5,10 +5,9 @@
  * Responses are decoded with a small protobuf walker written here (not the
  * encoder's code), which reads sample values as raw bits.
  */
-import { type Connector, startConnector } from "../../src/app.ts";
-import { parseConfig } from "../../src/config.ts";
+import { inProcessConnector } from "../helpers/connector.ts";
+import type { Connector } from "../../src/app.ts";
 import { readHandler, type ReadHandlerOptions } from "../../src/remote_read/handler.ts";
-import { silentLogger } from "../../src/telemetry/log.ts";
 import { ReadRequest } from "../../proto/messages.ts";
 import { snappy } from "../../deps.ts";
 import { assert, assertEquals, assertStringIncludes } from "../helpers/assert.ts";
@@ -161,20 +160,7 @@ function readBody(queries: Q[], acceptedResponseTypes: number[] = []): Uint8Arra
 }
 
 async function connectorOn(db: FreshDatabase, args: string[] = []): Promise<Connector> {
-  const cfg = parseConfig(
-    [
-      "--db.uri",
-      db.uri,
-      "--web.listen-address",
-      "127.0.0.1:0",
-      "--db.connections-max",
-      "4",
-      ...args,
-    ],
-    {},
-    () => null,
-  );
-  return await startConnector(cfg, silentLogger);
+  return await inProcessConnector(db.uri, args, { pool: 4 });
 }
 
 async function write(c: Connector, series: PayloadSeries[]): Promise<void> {

@@ -5,18 +5,11 @@
 import { assertEquals } from "../helpers/assert.ts";
 import { freshDatabase } from "../helpers/db.ts";
 import { writeRequestBody } from "../helpers/payload.ts";
-import { startConnector } from "../../src/app.ts";
-import { parseConfig } from "../../src/config.ts";
-import { silentLogger } from "../../src/telemetry/log.ts";
+import { inProcessConnector } from "../helpers/connector.ts";
 
 Deno.test("--metrics.async-acks answers 204 and writes the samples in the background", async () => {
   const db = await freshDatabase("async_acks");
-  const cfg = parseConfig(
-    ["--db.uri", db.uri, "--web.listen-address", "127.0.0.1:0", "--metrics.async-acks"],
-    {},
-    () => null,
-  );
-  const connector = await startConnector(cfg, silentLogger);
+  const connector = await inProcessConnector(db.uri, ["--metrics.async-acks"]);
   try {
     const now = Date.now();
     const body = writeRequestBody([{

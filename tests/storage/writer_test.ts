@@ -4,10 +4,9 @@
  * are read back the way users read them, through the `prom_metric` views.
  * One fresh database for the file, dropped at the end.
  */
-import { type Connector, startConnector } from "../../src/app.ts";
-import { parseConfig } from "../../src/config.ts";
+import { inProcessConnector } from "../helpers/connector.ts";
+import type { Connector } from "../../src/app.ts";
 import { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS } from "../../src/remote_write/decode.ts";
-import { silentLogger } from "../../src/telemetry/log.ts";
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { type FreshDatabase, freshDatabase } from "../helpers/db.ts";
 import {
@@ -23,19 +22,7 @@ const T0 = Date.UTC(2024, 0, 15, 12, 0, 0);
 const DAY_MS = 86_400_000;
 
 async function connectorOn(db: FreshDatabase): Promise<Connector> {
-  const cfg = parseConfig(
-    [
-      "--db.uri",
-      db.uri,
-      "--web.listen-address",
-      "127.0.0.1:0",
-      "--db.connections-max",
-      "5",
-    ],
-    {},
-    () => null,
-  );
-  return await startConnector(cfg, silentLogger);
+  return await inProcessConnector(db.uri, [], { pool: 5 });
 }
 
 /** POSTs a remote write body; returns status and body text. */
