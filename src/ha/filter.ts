@@ -44,6 +44,8 @@ export interface HaFilterOptions {
 
 /** Past intervals kept per cluster. */
 const PAST_KEPT = 32;
+/** Follower requests held back (waiting for the leader) at once, at most. */
+const MAX_HELD = 16;
 /** Minimum spacing of read-only lease refreshes / takeover attempts per cluster. */
 const ASK_SPACING_MS = 200;
 
@@ -83,6 +85,7 @@ export class HaFilter implements IngestFilter {
   readonly #maxClusters: number;
   readonly #holdMs: number;
   #timer: ReturnType<typeof setInterval> | null = null;
+  #held = 0;
   #reporting: Promise<void> | null = null;
 
   constructor(o: HaFilterOptions) {
@@ -341,8 +344,16 @@ export class HaFilter implements IngestFilter {
         continue;
       }
       const remaining = deadline - now;
-      if (remaining > 0 && round < 50) {
-        await this.#waitForProgress(s, Math.min(remaining, Math.max(1, v.overdueAt - now)));
+      // At most MAX_HELD requests wait at once: a follower Prometheus that
+      // scales out its shards must not fill the in-flight slots the
+      // leader's writes need; beyond that the 503 comes at once.
+      if (remaining > 0 && round < 50 && this.#held < MAX_HELD) {
+        this.#held++;
+        try {
+          await this.#waitForProgress(s, Math.min(remaining, Math.max(1, v.overdueAt - now)));
+        } finally {
+          this.#held--;
+        }
         continue;
       }
       if (now - s.lastAsked >= ASK_SPACING_MS && round < 52) {
