@@ -46,8 +46,34 @@ export function openPool(o: PoolOptions): Sql {
     // CopyDone) stalls ~40 ms on delayed ACKs. Connect the socket ourselves.
     socket: nodelaySocket,
   };
+  const { uri, path } = unixSocket(o.uri);
   // `socket` is a documented option that the type declarations lack.
-  return postgres(o.uri, options as Parameters<typeof postgres>[1]);
+  return postgres(uri, { ...options, ...(path ? { path } : {}) } as Parameters<typeof postgres>[1]);
+}
+
+/**
+ * Finds a Unix socket in a connection URI, as libpq accepts it: a host
+ * that is a directory, percent-encoded (`postgres://u@%2Fvar%2Frun%2Fpostgresql/db`),
+ * or a `host=/dir` query parameter. postgres.js would look the first up in
+ * DNS and send the second to the server as a setting. Returns the URI
+ * without the `host` parameter and the socket's path, if any.
+ */
+export function unixSocket(uri: string): { uri: string; path?: string } {
+  let url: URL;
+  try {
+    url = new URL(uri);
+  } catch {
+    return { uri };
+  }
+  const port = url.port || "5432";
+  const param = url.searchParams.get("host");
+  if (param?.startsWith("/")) {
+    url.searchParams.delete("host");
+    return { uri: url.toString(), path: `${param}/.s.PGSQL.${port}` };
+  }
+  const host = decodeURIComponent(url.hostname);
+  if (host.startsWith("/")) return { uri, path: `${host}/.s.PGSQL.${port}` };
+  return { uri };
 }
 
 interface SocketTarget {
