@@ -29,6 +29,7 @@
  * so a peer can take over, and competes again only once its Prometheus
  * writes again.
  */
+import { unixSocket } from "../storage/db.ts";
 import { postgres, type Sql } from "../../deps.ts";
 import { MIGRATION_LOCK_KEY } from "../storage/migrations/schema.ts";
 import type { Logger } from "../telemetry/log.ts";
@@ -120,7 +121,8 @@ export function openElectionPool(o: ElectionPoolOptions, onclose: () => void): S
       tcp_keepalives_count: 3,
     },
   };
-  return postgres(o.uri, options as Parameters<typeof postgres>[1]);
+  const { uri, path } = unixSocket(o.uri);
+  return postgres(uri, { ...options, ...(path ? { path } : {}) } as Parameters<typeof postgres>[1]);
 }
 
 interface Session {
