@@ -5,12 +5,10 @@
  * Retry-After) instead of piling up; 500 idle connections do not stop a
  * normal write.
  */
+import { inProcessConnector } from "../helpers/connector.ts";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { freshDatabase } from "../helpers/db.ts";
 import { nodeExporterSeries, writeRequestBody } from "../helpers/payload.ts";
-import { startConnector } from "../../src/app.ts";
-import { parseConfig } from "../../src/config.ts";
-import { silentLogger } from "../../src/telemetry/log.ts";
 
 const READ_TIMEOUT_S = 3;
 const MAX_IN_FLIGHT = 2;
@@ -70,23 +68,12 @@ Deno.test({
   sanitizeOps: false,
   fn: async (t) => {
     const db = await freshDatabase("fault_slow_clients");
-    const cfg = parseConfig(
-      [
-        "--db.uri",
-        db.uri,
-        "--web.listen-address",
-        "127.0.0.1:0",
-        "--db.connections-max",
-        "3",
-        "--web.read-timeout",
-        `${READ_TIMEOUT_S}s`,
-        "--web.max-in-flight-requests",
-        String(MAX_IN_FLIGHT),
-      ],
-      {},
-      () => null,
-    );
-    const c = await startConnector(cfg, silentLogger);
+    const c = await inProcessConnector(db.uri, [
+      "--web.read-timeout",
+      `${READ_TIMEOUT_S}s`,
+      "--web.max-in-flight-requests",
+      String(MAX_IN_FLIGHT),
+    ]);
     const port = c.server!.port;
     const conns: Deno.TcpConn[] = [];
     const closeAll = () => {

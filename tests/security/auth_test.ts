@@ -4,13 +4,11 @@
  * a one-line reason; right ones pass. Also covers the authorizer alone
  * (malformed headers) and the TLS listener with a certificate made here.
  */
+import { inProcessConnector } from "../helpers/connector.ts";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "../helpers/assert.ts";
 import { freshDatabase } from "../helpers/db.ts";
 import { nodeExporterSeries, writeRequestBody } from "../helpers/payload.ts";
 import { authorizer } from "../../src/auth.ts";
-import { startConnector } from "../../src/app.ts";
-import { parseConfig } from "../../src/config.ts";
-import { silentLogger } from "../../src/telemetry/log.ts";
 
 const WRITE_HEADERS = {
   "content-encoding": "snappy",
@@ -27,20 +25,7 @@ function basic(user: string, password: string): string {
 async function connectorWith(prefix: string, flags: string[], files: Record<string, string> = {}) {
   const db = await freshDatabase(prefix);
   try {
-    const cfg = parseConfig(
-      [
-        "--db.uri",
-        db.uri,
-        "--web.listen-address",
-        "127.0.0.1:0",
-        "--db.connections-max",
-        "3",
-        ...flags,
-      ],
-      {},
-      (path) => files[path] ?? null,
-    );
-    const c = await startConnector(cfg, silentLogger);
+    const c = await inProcessConnector(db.uri, flags, { readFile: (path) => files[path] ?? null });
     return {
       c,
       db,
