@@ -14,7 +14,6 @@ import type { Logger } from "../telemetry/log.ts";
 import type { ConnectorMetrics } from "../telemetry/metrics.ts";
 import {
   judge,
-  type LeaseInterval,
   type LeaseRow,
   type LeaseTimings,
   type LeaseView,
@@ -302,16 +301,22 @@ export class HaFilter implements IngestFilter {
   ): Promise<{ series: WriteSeries[]; leaderMax: number; leader: string; start: number }> {
     const deadline = this.#now() + this.#holdMs;
     const latest = this.#latest();
+    let total = 0;
+    for (const m of g.members) total += decoded.series[m.index].timestamps.length;
+    // Each sample's verdict, in member order: #collect uses them as they are.
+    const verdicts = new Uint8Array(total);
     for (let round = 0;; round++) {
       const v = s.view!;
       const now = this.#now();
       let renewMax = -Infinity, renewMin = Infinity;
       let aheadMax = -Infinity, aheadReplica = "";
       let ahead = false;
+      let k = 0;
       for (const m of g.members) {
         const ts = decoded.series[m.index].timestamps;
         for (let i = 0; i < ts.length; i++) {
           const verdict = judge(v, m.replica, ts[i], now, latest);
+          verdicts[k++] = verdict;
           if (verdict === Verdict.Renew) {
             if (ts[i] > renewMax) renewMax = ts[i];
             if (ts[i] < renewMin) renewMin = ts[i];
@@ -333,7 +338,7 @@ export class HaFilter implements IngestFilter {
         if (round < 4) continue;
         throw new UnavailableError(`Cannot confirm the HA lease of cluster "${g.cluster}"`);
       }
-      if (!ahead) return this.#collect(s, g, decoded, now, latest);
+      if (!ahead) return this.#collect(s, g, decoded, verdicts);
       if (overdue(v, now) && now - s.lastTakeover >= ASK_SPACING_MS) {
         s.lastTakeover = now;
         const askedAt = this.#now();
@@ -373,13 +378,12 @@ export class HaFilter implements IngestFilter {
     }
   }
 
-  /** Builds the series to store for a group whose samples are all judged. */
+  /** Builds the series to store for a group from its samples' verdicts (none Renew or Ahead). */
   #collect(
     s: ClusterState,
     g: Group,
     decoded: DecodedWrite,
-    now: number,
-    latest: number,
+    verdicts: Uint8Array,
   ): { series: WriteSeries[]; leaderMax: number; leader: string; start: number } {
     const v = s.view!;
     const m = this.#o.metrics;
@@ -387,12 +391,13 @@ export class HaFilter implements IngestFilter {
     const series: WriteSeries[] = [];
     let leaderMax = -Infinity;
     let accepted = 0, notLeader = 0, tooOld = 0, tooNew = 0;
+    let j = 0;
     for (const mem of g.members) {
       const src = decoded.series[mem.index];
       const ts = src.timestamps;
       const keep: number[] = [];
       for (let i = 0; i < ts.length; i++) {
-        const verdict = judge(v, mem.replica, ts[i], now, latest);
+        const verdict = verdicts[j++];
         if (verdict === Verdict.Keep) {
           keep.push(i);
           if (mem.replica === v.leader && ts[i] >= v.start && ts[i] > leaderMax) {
@@ -482,5 +487,3 @@ export class HaFilter implements IngestFilter {
     }
   }
 }
-
-export type { LeaseInterval };
