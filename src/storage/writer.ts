@@ -48,26 +48,12 @@ const DAY_MS = 86_400_000;
 /** Milliseconds from the Unix epoch to PostgreSQL's (2000-01-01). */
 const PG_EPOCH_MS = 946_684_800_000;
 const TWO_32 = 4_294_967_296;
+// "PGCOPY\n\377\r\n\0", then 32-bit flags and header-extension length (both 0).
+// deno-fmt-ignore
 const COPY_HEADER = new Uint8Array([
-  0x50,
-  0x47,
-  0x43,
-  0x4f,
-  0x50,
-  0x59,
-  0x0a,
-  0xff,
-  0x0d,
-  0x0a,
-  0x00, // "PGCOPY\n\377\r\n\0"
-  0,
-  0,
-  0,
-  0, // flags
-  0,
-  0,
-  0,
-  0, // header extension length
+  0x50, 0x47, 0x43, 0x4f, 0x50, 0x59, 0x0a, 0xff, 0x0d, 0x0a, 0x00,
+  0, 0, 0, 0,
+  0, 0, 0, 0,
 ]);
 const ROW_BYTES = 2 + 3 * (4 + 8);
 
@@ -237,7 +223,6 @@ export class PgWriter implements SampleWriter {
 
   async #seriesIds(series: WriteSeries[]): Promise<{ ids: number[]; created: number }> {
     const ids = new Array<number>(series.length);
-    let missKeys: string[] | undefined;
     let missJson: string[] | undefined;
     let missIdx: number[][] | undefined;
     let missPos: Map<string, number> | undefined;
@@ -249,7 +234,6 @@ export class PgWriter implements SampleWriter {
       }
       // A miss: the canonical key only dedupes the misses of this request.
       const key = seriesKey(series[i].labels);
-      missKeys ??= [];
       missJson ??= [];
       missIdx ??= [];
       missPos ??= new Map();
@@ -258,18 +242,17 @@ export class PgWriter implements SampleWriter {
         missIdx[at].push(i);
         continue;
       }
-      missPos.set(key, missKeys.length);
-      missKeys.push(key);
+      missPos.set(key, missJson.length);
       missJson.push(labelsJson(series[i].labels));
       missIdx.push([i]);
     }
-    if (!missKeys) return { ids, created: 0 };
+    if (!missJson) return { ids, created: 0 };
     const rows = await this.sql<{ idx: number; series_id: string; created: boolean }[]>`
       SELECT idx, series_id, created
-      FROM _prom_catalog.get_or_create_series(${missJson!}::text[]::jsonb[])`;
-    if (rows.length !== missKeys.length) {
+      FROM _prom_catalog.get_or_create_series(${missJson}::text[]::jsonb[])`;
+    if (rows.length !== missJson.length) {
       throw new UnavailableError(
-        `Cannot resolve series: ${missKeys.length} asked, ${rows.length} returned`,
+        `Cannot resolve series: ${missJson.length} asked, ${rows.length} returned`,
       );
     }
     let created = 0;
