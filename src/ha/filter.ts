@@ -6,6 +6,7 @@
  * replica label. See lease.ts for why followers ahead of the leader get a
  * 503 rather than being buffered here.
  */
+import { mapDbError } from "../storage/db.ts";
 import { BadRequestError, UnavailableError } from "../errors.ts";
 import type { DecodedWrite } from "../remote_write/decode.ts";
 import type { FilterResult, IngestFilter } from "../remote_write/handler.ts";
@@ -477,13 +478,11 @@ export class HaFilter implements IngestFilter {
     try {
       return await fn();
     } catch (err) {
-      if (err instanceof UnavailableError || err instanceof BadRequestError) throw err;
-      const code = (err as { code?: string }).code ?? "";
-      const msg = (err as Error).message?.split("\n")[0] ?? String(err);
-      if (code.startsWith("54") || code.startsWith("22")) {
-        throw new BadRequestError(`Cannot keep an HA lease for this cluster or replica: ${msg}`);
-      }
-      throw new UnavailableError(`HA lease unavailable: ${msg}`);
+      throw mapDbError(
+        err,
+        "Cannot keep an HA lease for this cluster or replica",
+        "HA lease unavailable",
+      );
     }
   }
 }

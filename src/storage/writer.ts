@@ -18,8 +18,8 @@
  * stays a single statement.
  */
 import type { Sql } from "../../deps.ts";
-import { BadRequestError, UnavailableError } from "../errors.ts";
-import { type Gate, isDataError } from "./db.ts";
+import { UnavailableError } from "../errors.ts";
+import { type Gate, mapDbError } from "./db.ts";
 import type { SeriesCache } from "./series_cache.ts";
 
 /** A series to store: sorted labels (with __name__) and its samples. */
@@ -142,7 +142,7 @@ export class PgWriter implements SampleWriter {
         }
         return { samples, newSeries: created, deduplicated };
       } catch (err) {
-        throw mapDbError(err);
+        throw mapDbError(err, "Cannot store samples", "Database unavailable");
       }
     });
   }
@@ -451,18 +451,4 @@ export function encodeCopy(series: WriteSeries[], ids: number[], samples: number
   }
   dv.setInt16(o, -1); // file trailer
   return buf;
-}
-
-/** Turns a database failure into the HTTP status it means. */
-export function mapDbError(err: unknown): Error {
-  if (err instanceof UnavailableError || err instanceof BadRequestError) return err;
-  const e = err as { code?: string; message?: string };
-  const msg = (e?.message ?? String(err)).split("\n")[0];
-  if (isDataError(err)) return new BadRequestError(`Cannot store samples: ${msg}`);
-  // Class 54, program limit exceeded (an index row too large for a metric
-  // name of thousands of bytes, too many columns): the request itself is
-  // too big for the schema, so a retry can never succeed and a 503 would
-  // make Prometheus retry it forever, blocking its queue.
-  if (e?.code?.startsWith("54")) return new BadRequestError(`Cannot store samples: ${msg}`);
-  return new UnavailableError(`Database unavailable: ${e?.code ? e.code + " " : ""}${msg}`);
 }
