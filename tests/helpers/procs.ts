@@ -33,9 +33,16 @@ export interface Proc {
   kill(signal?: Deno.Signal): void;
   /** Sends SIGKILL; does nothing if the process has already exited. */
   kill9(): void;
+  /** SIGSTOP: freezes the process (as a long GC pause or a stalled VM would). */
+  pause(): void;
+  /** SIGCONT: lets a paused process go on. */
+  resume(): void;
   /** Resolves once the process has exited and its output is read. */
   wait(): Promise<Deno.CommandStatus>;
-  /** SIGTERM, then SIGKILL after `graceMs`; resolves with the exit status. */
+  /**
+   * SIGTERM (and SIGCONT, so a paused process gets to handle it), then
+   * SIGKILL after `graceMs`; resolves with the exit status.
+   */
   stop(graceMs?: number): Promise<Deno.CommandStatus>;
   /** The last lines the process wrote (stdout and stderr interleaved), for messages. */
   output(): string;
@@ -159,10 +166,13 @@ export function spawnProcess(
     },
     kill,
     kill9: () => kill("SIGKILL"),
+    pause: () => kill("SIGSTOP"),
+    resume: () => kill("SIGCONT"),
     wait: () => status,
     stop: async (graceMs = DEFAULT_GRACE_MS) => {
       if (exited) return await status;
       kill("SIGTERM");
+      kill("SIGCONT");
       let timer: ReturnType<typeof setTimeout> | undefined;
       const escalate = new Promise<void>((resolve) => {
         timer = setTimeout(() => {
@@ -331,19 +341,24 @@ export async function startConnector(opts: ConnectorOptions): Promise<Service> {
 export const NODE_EXPORTER_BIN = Deno.env.get("NODE_EXPORTER_BIN") ??
   "/usr/bin/prometheus-node-exporter";
 
+/** Options for `startNodeExporter`. */
+export interface NodeExporterOptions {
+  /** Collectors to enable (default cpu, meminfo, loadavg); e.g. add "time" for node_time_seconds. */
+  collectors?: string[];
+}
+
 /**
  * Runs prometheus-node-exporter on a free port with only the cpu, meminfo
- * and loadavg collectors (fast scrapes, still a few dozen series), and
- * waits for /metrics.
+ * and loadavg collectors (fast scrapes, still a few dozen series; others
+ * through `opts.collectors`), and waits for /metrics.
  */
-export async function startNodeExporter(): Promise<Service> {
+export async function startNodeExporter(opts: NodeExporterOptions = {}): Promise<Service> {
   const port = freePort();
+  const collectors = opts.collectors ?? ["cpu", "meminfo", "loadavg"];
   const proc = spawnProcess("node_exporter", NODE_EXPORTER_BIN, [
     `--web.listen-address=127.0.0.1:${port}`,
     "--collector.disable-defaults",
-    "--collector.cpu",
-    "--collector.meminfo",
-    "--collector.loadavg",
+    ...collectors.map((c) => `--collector.${c}`),
   ]);
   const svc = service(proc, port);
   try {

@@ -1,8 +1,10 @@
 /**
  * Real Prometheus for end-to-end tests: scrapes the given targets as job
- * "node" and remote-writes to the connector, with a temporary config and
- * TSDB directory. `restart()` keeps the directory and port, so the WAL is
- * replayed and unsent samples are resent, as on a real restart.
+ * "node" (and/or further jobs with their own intervals) and remote-writes
+ * to the connector, with a temporary config and TSDB directory.
+ * `restart()` keeps the directory and port, so the WAL is replayed and
+ * unsent samples are resent, as on a real restart. `pause()`/`resume()`
+ * freeze and thaw it (SIGSTOP/SIGCONT).
  */
 import { freePort } from "./ports.ts";
 import { type Proc, spawnProcess, tempDir, waitForHttp } from "./procs.ts";
@@ -10,10 +12,24 @@ import { type Proc, spawnProcess, tempDir, waitForHttp } from "./procs.ts";
 /** Path of the Prometheus binary (override with PROMETHEUS_BIN). */
 export const PROMETHEUS_BIN = Deno.env.get("PROMETHEUS_BIN") ?? "/usr/bin/prometheus";
 
+/** A scrape job of its own (name, targets, interval). */
+export interface ScrapeJob {
+  /** job_name (the `job` label). */
+  name: string;
+  /** "host:port" targets. */
+  targets: string[];
+  /** scrape_interval of this job (default: the global one). */
+  interval?: string;
+  /** scrape_timeout of this job (default: Prometheus's, at most the interval). */
+  timeout?: string;
+}
+
 /** Options for `startPrometheus`. */
 export interface PrometheusOptions {
-  /** "host:port" targets scraped as job "node". */
-  scrapeTargets: string[];
+  /** "host:port" targets scraped as job "node"; leave out for no job "node" (with `scrapeJobs`). */
+  scrapeTargets?: string[];
+  /** More scrape jobs, after job "node", each with its own interval. */
+  scrapeJobs?: ScrapeJob[];
   /** Remote write endpoint ("http://127.0.0.1:<port>/write"). */
   remoteWriteUrl: string;
   /** global.external_labels, e.g. `{ cluster: "c1", __replica__: "r1" }`. */
@@ -53,6 +69,10 @@ export interface Prometheus {
   stop(): Promise<number>;
   /** SIGKILL, as a crash; resolves once it is gone. */
   kill9(): Promise<void>;
+  /** SIGSTOP: the process freezes (no scrapes, no sends) until `resume()`. */
+  pause(): void;
+  /** SIGCONT after `pause()`. */
+  resume(): void;
   /** Stops it if running (SIGTERM), starts it again on the same port and data, waits for ready. */
   restart(): Promise<void>;
   /** Instant query through the HTTP API; returns `data.result`. */
@@ -74,10 +94,17 @@ export function prometheusConfig(opts: PrometheusOptions): Record<string, unknow
       evaluation_interval: interval,
       ...(opts.externalLabels ? { external_labels: opts.externalLabels } : {}),
     },
-    scrape_configs: [{
-      job_name: "node",
-      static_configs: [{ targets: opts.scrapeTargets }],
-    }],
+    scrape_configs: [
+      ...(opts.scrapeTargets === undefined
+        ? []
+        : [{ job_name: "node", static_configs: [{ targets: opts.scrapeTargets }] }]),
+      ...(opts.scrapeJobs ?? []).map((j) => ({
+        job_name: j.name,
+        ...(j.interval ? { scrape_interval: j.interval } : {}),
+        ...(j.timeout ? { scrape_timeout: j.timeout } : {}),
+        static_configs: [{ targets: j.targets }],
+      })),
+    ],
     remote_write: [{
       url: opts.remoteWriteUrl,
       ...opts.remoteWrite,
@@ -141,6 +168,8 @@ export async function startPrometheus(opts: PrometheusOptions): Promise<Promethe
       proc.kill9();
       await proc.wait();
     },
+    pause: () => proc.pause(),
+    resume: () => proc.resume(),
     restart: async () => {
       await proc.stop();
       await start();
