@@ -8,6 +8,8 @@ import { type Config, redactUri } from "./config.ts";
 import { authorizer } from "./auth.ts";
 import { type IngestFilter, passThrough, writeHandler } from "./remote_write/handler.ts";
 import { HaFilter } from "./ha/filter.ts";
+import { HaClusters } from "./ha/clusters.ts";
+import { Reconciler } from "./ha/reconciler.ts";
 import {
   AdvisoryLockElection,
   ELECTION_APP_NAME,
@@ -140,17 +142,19 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
         leaseRefreshMs: ha.leaseRefreshMs,
         failoverTimeoutMs: ha.failoverTimeoutMs,
       };
-      const haFilter = new HaFilter({
-        store: new PgLeaseStore(sql, timings, ha.clusterLabel),
-        timings,
+      const store = new PgLeaseStore(sql, timings, ha.clusterLabel);
+      const clusters = new HaClusters({ store, timings, metrics, log });
+      clusters.start();
+      background.push(clusters);
+      const reconciler = new Reconciler({ store, timings, metrics, log });
+      reconciler.start();
+      background.push(reconciler);
+      filter = new HaFilter({
+        clusters,
         clusterLabel: ha.clusterLabel,
         replicaLabel: ha.replicaLabel,
         metrics,
-        log,
       });
-      haFilter.start();
-      background.push(haFilter);
-      filter = haFilter;
     }
     if (cfg.legacyElection.advisoryLockId !== null) {
       // Deprecated (the warning is among cfg.warnings, logged above): the

@@ -45,3 +45,8 @@ export function toResponse(err: unknown, headers?: HeadersInit): Response {
   if (status === 503) h.set("retry-after", "1");
   return new Response(message + "\n", { status, headers: h });
 }
+
+/** The message of an error (or of anything thrown). */
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,32 +1,25 @@
 /**
- * The lease rules, as pure functions over one cluster's lease state and a
- * clock passed in, so that they can be tested exactly.
+ * The lease rules, as pure functions over one cluster's lease and a clock
+ * passed in, so that they can be tested exactly.
  *
- * Sample time is partitioned into intervals, each owned by one replica
- * (DESIGN.md invariant 2). The current lease [start, ∞) belongs to the
- * leader; the past ones are in `past`. A sample is stored iff its timestamp
- * lies in an interval owned by its sender.
+ * Per cluster, one replica leads; its lease starts at a point of sample
+ * time (`start`) and lasts until another replica takes over. Where a
+ * sample goes:
+ *  - the leader's samples from `start` on are stored at once ("direct"),
+ *    fenced: the write's transaction checks that this very lease still
+ *    stands (src/storage/writer.ts, `ha_fence`);
+ *  - every other sample (followers; the leader's from before its lease) is
+ *    staged in the database and acknowledged. The reconciler later keeps,
+ *    per series, exactly the staged samples whose scrape round the stored
+ *    data lacks (`ha_reconcile`, migration 4).
+ * So a 2xx always means committed (stored or staged), no connector decides
+ * anything by its own wall clock, and the connector's copy of the lease may
+ * be stale without harm: a stale "leader" write fails its fence (503), a
+ * stale "follower" sample is staged and reconciled.
  *
- * The database is the authority; a connector holds a copy (`LeaseView`)
- * and may act on it without asking only while the copy cannot be stale in
- * a way that matters:
- *  - the leader's samples are accepted until `validUntil`, a local instant
- *    safely before any connector could see the leader as silent for the
- *    failover timeout (so no takeover can have happened);
- *  - a follower's samples older than the leader's newest written sample by
- *    more than the handover window are covered by the leader and dropped;
- *  - a follower's newer samples are "ahead": the leader has not covered
- *    them yet, or not for every series (a Prometheus sends a scrape round
- *    in several batches, so the leader's newest round may be unfinished
- *    when it dies; at a takeover the boundary goes back to the first
- *    unfinished round, within the window, see try_change_leader). They are neither stored nor dropped: the connector waits
- *    briefly for the leader, then answers 503 so that Prometheus keeps them
- *    in its WAL and resends them. Once the leader has been silent for the
- *    failover timeout, the follower takes over and they are stored. This is
- *    how failover loses nothing (DESIGN.md option (b)): unlike a buffer in
- *    the connector's memory (option (a)), it survives a connector crash and
- *    works unchanged with any number of connectors behind a load balancer,
- *    because the only state is in PostgreSQL and in Prometheus's WAL.
+ * Failover: when the leader has been heard by no connector for the failover
+ * timeout (on the database's clock: connectors report how long ago they
+ * heard it, as a duration), a replica that is still sending takes over.
  */
 
 /** An interval of sample time [start, until) owned by one replica. */
@@ -40,20 +33,12 @@ export interface LeaseInterval {
 export interface LeaseView {
   cluster: string;
   leader: string;
-  /** Current lease start (sample ms). */
+  /** Current lease start (sample ms): the leader's samples from here on are stored directly. */
   start: number;
-  /** Current lease end as granted (sample ms); the leader's samples beyond need an extension. */
-  until: number;
-  /** Newest leader sample known written (sample ms): from the database, raised by local writes. */
+  /** Newest leader sample reported written (sample ms). */
   maxTime: number;
-  /** Local instant until which the leader may be trusted without asking the database. */
-  validUntil: number;
   /** Local instant from which the database may consider the leader silent. */
   overdueAt: number;
-  /** Earlier intervals, newest first (bounded). */
-  past: LeaseInterval[];
-  /** Follower samples within this much of `maxTime` are held back, not dropped. */
-  windowMs: number;
 }
 
 /** The lease as the database returns it. */
@@ -75,100 +60,51 @@ export interface LeaseTimings {
 }
 
 /**
- * Margin kept between a connector's trust in the leader and the earliest
- * takeover: covers a write in progress when trust lapses and clock drift.
- */
-export function safetyMarginMs(t: LeaseTimings): number {
-  return Math.min(5_000, Math.max(250, Math.floor(t.failoverTimeoutMs / 4)));
-}
-
-/**
- * How far behind the leader's newest written sample a follower's samples
- * are still kept (held back with 503, not dropped): half the failover
- * timeout. It must cover how far one series of the leader can trail
- * another, i.e. Prometheus's batching (batch_send_deadline, 5 s by default).
- */
-export function handoverWindowMs(t: LeaseTimings): number {
-  return Math.floor(t.failoverTimeoutMs / 2);
-}
-
-/**
  * Makes a view from a database row. `askedAt` is the local instant the
- * question was sent (earliest possible: the row's ages are measured at the
- * database after that), so the deadlines err on the safe side.
+ * question was sent (the earliest possible: the row's age is measured at
+ * the database after that), so the deadline errs on the early side, which
+ * only makes a connector ask the database sooner.
  */
-export function viewFromRow(
-  row: LeaseRow,
-  askedAt: number,
-  t: LeaseTimings,
-  past: LeaseInterval[],
-  localMaxTime = -Infinity,
-): LeaseView {
-  const heardAt = askedAt - row.heardAgeMs;
+export function viewFromRow(row: LeaseRow, askedAt: number, t: LeaseTimings): LeaseView {
   return {
     cluster: row.cluster,
     leader: row.leader,
     start: row.start,
-    until: row.until,
-    maxTime: Math.max(row.maxTime, localMaxTime),
-    validUntil: heardAt + t.failoverTimeoutMs - safetyMarginMs(t),
-    overdueAt: heardAt + t.failoverTimeoutMs,
-    past,
-    windowMs: handoverWindowMs(t),
+    maxTime: row.maxTime,
+    overdueAt: askedAt - row.heardAgeMs + t.failoverTimeoutMs,
   };
 }
 
-/** What to do with one sample. */
-export const enum Verdict {
-  /** Store it: it lies in an interval its sender owns. */
-  Keep,
-  /** The leader's sample, but the copy of the lease must be renewed or extended first. */
-  Renew,
-  /** Drop it: another replica owns its instant. */
-  NotLeader,
-  /** Drop it: older than every interval known. */
-  TooOld,
-  /**
-   * Drop it: further in the future than a lease timeout past the
-   * connector's wall clock. Such a sample would stretch a lease (and the
-   * leader's newest sample) far ahead and starve every later leader.
-   */
-  TooNew,
-  /** A follower's sample the leader has not covered yet: wait, take over, or 503. */
-  Ahead,
+/** Where one sample goes. */
+export const enum Route {
+  /** Store it now (fenced by the lease). */
+  Direct,
+  /** Stage it for the reconciler. */
+  Stage,
 }
 
-/**
- * Judges one sample `t` from `replica` at local instant `now`; samples
- * after `latest` (sample time) are too new.
- */
-export function judge(
-  v: LeaseView,
-  replica: string,
-  t: number,
-  now: number,
-  latest = Infinity,
-): Verdict {
-  if (t > latest) return Verdict.TooNew;
-  if (t < v.start) return judgePast(v, replica, t);
-  if (replica === v.leader) {
-    return now < v.validUntil && t < v.until ? Verdict.Keep : Verdict.Renew;
-  }
-  return t <= v.maxTime - v.windowMs ? Verdict.NotLeader : Verdict.Ahead;
-}
-
-function judgePast(v: LeaseView, replica: string, t: number): Verdict {
-  for (const p of v.past) {
-    if (t >= p.until) {
-      // Between known intervals: nobody was granted this instant.
-      return Verdict.NotLeader;
-    }
-    if (t >= p.start) return p.leader === replica ? Verdict.Keep : Verdict.NotLeader;
-  }
-  return Verdict.TooOld;
+/** Routes one sample `t` (sample ms) from `replica`. */
+export function route(v: LeaseView, replica: string, t: number): Route {
+  return replica === v.leader && t >= v.start ? Route.Direct : Route.Stage;
 }
 
 /** True when the database may already consider the leader silent for the failover timeout. */
 export function overdue(v: LeaseView, now: number): boolean {
   return now >= v.overdueAt;
+}
+
+/** True when a database row says the leader is silent for the failover timeout. */
+export function silent(row: LeaseRow, t: LeaseTimings): boolean {
+  return row.heardAgeMs >= t.failoverTimeoutMs;
+}
+
+/**
+ * A replica's "current time" in one request: the median of its series'
+ * newest samples. One series stamped far ahead (honor_timestamps) or far
+ * behind (a lagging target) does not move it, unlike the maximum.
+ */
+export function typicalTime(newest: number[]): number {
+  if (newest.length === 0) return -Infinity;
+  const sorted = Float64Array.from(newest).sort();
+  return sorted[Math.floor((sorted.length - 1) / 2)];
 }

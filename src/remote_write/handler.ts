@@ -7,12 +7,17 @@
  * 503 database, 204 after commit.
  */
 import { HttpError, toResponse } from "../errors.ts";
-import type { SampleWriter, WriteSeries } from "../storage/writer.ts";
+import type { Fence, SampleWriter, WriteSeries } from "../storage/writer.ts";
 import { type DecodedWrite, decodeWriteRequest } from "./decode.ts";
 
 /** What a filter lets through, with hooks around the write. */
 export interface FilterResult {
+  /** Series to store. */
   series: WriteSeries[];
+  /** Series for the HA stage, reconciled later (acknowledged once staged). */
+  staged?: WriteSeries[];
+  /** Leases the stored series depend on (checked in the write's transaction). */
+  fences?: Fence[];
   /** Called right before the data is sent; throws (503) when the decision went stale. */
   guard?: () => void;
   /** Called once the write is committed. */
@@ -67,7 +72,11 @@ export function writeHandler(o: WriteHandlerOptions): (req: Request) => Promise<
       const decoded = decodeWriteRequest(body, { maxDecodedBytes: o.maxDecodedBytes });
       const kept = await o.filter.apply(decoded);
       const write = async () => {
-        const result = await o.writer.write(kept.series, kept.guard);
+        const result = await o.writer.write(kept.series, {
+          guard: kept.guard,
+          staged: kept.staged,
+          fences: kept.fences,
+        });
         kept.committed?.();
         o.onWritten?.(result.samples, result.newSeries, result.deduplicated);
       };

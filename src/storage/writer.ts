@@ -17,7 +17,7 @@
  * `INSERT … ON CONFLICT DO NOTHING`. Retries are rare, so the fast path
  * stays a single statement.
  */
-import type { Sql } from "../../deps.ts";
+import type { Sql, TransactionSql } from "../../deps.ts";
 import { UnavailableError } from "../errors.ts";
 import { type Gate, mapDbError } from "./db.ts";
 import type { SeriesCache } from "./series_cache.ts";
@@ -38,11 +38,37 @@ export interface WriteResult {
   deduplicated: boolean;
 }
 
+/**
+ * A condition of an HA write: the samples commit only if `leader` still
+ * holds the lease of `cluster` that started at `start` (sample ms), checked
+ * under the cluster's fence lock in the write's own transaction.
+ */
+export interface Fence {
+  cluster: string;
+  leader: string;
+  start: number;
+  /** Called when the lease moved on before the write could commit (the write fails with 503). */
+  lost?: () => void;
+}
+
+/** What goes with the samples of a write. */
+export interface WriteOptions {
+  /** Runs right before the samples are sent and may refuse (throw). */
+  guard?: () => void;
+  /** Samples for the HA stage (`_prom_data.ha_stage`), committed with the others. */
+  staged?: WriteSeries[];
+  /** Leases the write depends on (HA leader samples). */
+  fences?: Fence[];
+}
+
 /** Something that stores series: the real writer, or a test double. */
 export interface SampleWriter {
-  /** Stores the series; `guard` runs right before the samples are sent and may refuse (throw). */
-  write(series: WriteSeries[], guard?: () => void): Promise<WriteResult>;
+  /** Stores the series (and stages `staged`) atomically; a 2xx may follow once it resolves. */
+  write(series: WriteSeries[], options?: WriteOptions): Promise<WriteResult>;
 }
+
+/** The lease a fenced write depended on moved on before it committed. */
+export class FenceError extends UnavailableError {}
 
 const DAY_MS = 86_400_000;
 /** Milliseconds from the Unix epoch to PostgreSQL's (2000-01-01). */
@@ -78,7 +104,11 @@ export function labelsJson(labels: { name: string; value: string }[]): string {
 
 /** Rows of one request waiting for a COPY. */
 interface PendingRows {
-  rows: Uint8Array;
+  /** Rows for _prom_data.samples (null when none). */
+  rows: Uint8Array | null;
+  /** Rows for _prom_data.ha_stage (null when none). */
+  stage: Uint8Array | null;
+  fences: Fence[];
   guard?: () => void;
   resolve: (deduplicated: boolean) => void;
   reject: (err: unknown) => void;
@@ -119,29 +149,41 @@ export class PgWriter implements SampleWriter {
     );
   }
 
-  async write(series: WriteSeries[], guard?: () => void): Promise<WriteResult> {
-    let samples = 0;
-    for (const s of series) samples += s.timestamps.length;
-    if (samples === 0) return { samples: 0, newSeries: 0, deduplicated: false };
+  async write(series: WriteSeries[], options: WriteOptions = {}): Promise<WriteResult> {
+    const staged = options.staged ?? [];
+    const fences = options.fences ?? [];
+    const samples = countSamples(series);
+    const stagedSamples = countSamples(staged);
+    if (samples + stagedSamples === 0) return { samples: 0, newSeries: 0, deduplicated: false };
+    const all = staged.length ? series.concat(staged) : series;
     return await this.gate.run(async () => {
       try {
-        const { ids, created } = await this.#seriesIds(series);
-        await this.#ensurePartitions(series);
-        const rows = encodeCopy(series, ids, samples);
+        const { ids, created } = await this.#seriesIds(all);
+        // Staged samples get their partitions too: the reconciler may store them.
+        await this.#ensurePartitions(all);
+        const pending = {
+          rows: samples ? encodeCopy(series, ids, samples) : null,
+          stage: stagedSamples
+            ? encodeCopy(staged, ids.slice(series.length), stagedSamples)
+            : null,
+          fences: samples ? fences : [],
+          guard: options.guard,
+        };
         let deduplicated: boolean;
         try {
-          deduplicated = await this.#submit(rows, guard);
+          deduplicated = await this.#submit(pending);
         } catch (err) {
           // 23514 "no partition of relation found for row": the retention
           // job (maybe another connector's) dropped a partition this writer
           // still had cached. Forget the cache, make sure again, retry once.
           if ((err as { code?: string }).code !== "23514") throw err;
           this.forgetPartitions();
-          await this.#ensurePartitions(series);
-          deduplicated = await this.#submit(rows, guard);
+          await this.#ensurePartitions(all);
+          deduplicated = await this.#submit(pending);
         }
         return { samples, newSeries: created, deduplicated };
       } catch (err) {
+        if (err instanceof FenceError) throw err;
         throw mapDbError(err, "Cannot store samples", "Database unavailable");
       }
     });
@@ -157,9 +199,9 @@ export class PgWriter implements SampleWriter {
    * COPY fails, each request is stored again on its own, so that its
    * outcome (a duplicate, bad data, a dropped partition) is its own.
    */
-  #submit(rows: Uint8Array, guard?: () => void): Promise<boolean> {
+  #submit(p: Omit<PendingRows, "resolve" | "reject">): Promise<boolean> {
     const { promise, resolve, reject } = Promise.withResolvers<boolean>();
-    this.#queue.push({ rows, guard, resolve, reject });
+    this.#queue.push({ ...p, resolve, reject });
     if (this.#copies < this.maxCopies) this.#drain();
     return promise;
   }
@@ -170,9 +212,11 @@ export class PgWriter implements SampleWriter {
     try {
       while (this.#queue.length) {
         let n = 1;
-        let bytes = this.#queue[0].rows.length;
-        while (n < this.#queue.length && bytes + this.#queue[n].rows.length <= MAX_COMBINED_BYTES) {
-          bytes += this.#queue[n++].rows.length;
+        let bytes = pendingBytes(this.#queue[0]);
+        while (
+          n < this.#queue.length && bytes + pendingBytes(this.#queue[n]) <= MAX_COMBINED_BYTES
+        ) {
+          bytes += pendingBytes(this.#queue[n++]);
         }
         const batch = this.#queue.splice(0, n).filter((p) => {
           try {
@@ -184,19 +228,19 @@ export class PgWriter implements SampleWriter {
           }
         });
         if (batch.length === 1) {
-          await this.#store(batch[0].rows).then(batch[0].resolve, batch[0].reject);
+          await this.#store(batch[0]).then(batch[0].resolve, batch[0].reject);
           continue;
         }
         if (batch.length === 0) continue;
         let combined = true;
         try {
-          await this.#copy(combineCopies(batch.map((p) => p.rows)));
+          await this.#storeOnce(combinePending(batch), false);
         } catch {
           combined = false;
         }
         for (const p of batch) {
           if (combined) p.resolve(false);
-          else await this.#store(p.rows).then(p.resolve, p.reject);
+          else await this.#store(p).then(p.resolve, p.reject);
         }
       }
     } finally {
@@ -205,15 +249,45 @@ export class PgWriter implements SampleWriter {
   }
 
   /** COPY; on a unique violation (a retried request) the slow path. True when that ran. */
-  async #store(rows: Uint8Array): Promise<boolean> {
+  async #store(p: PendingParts): Promise<boolean> {
     try {
-      await this.#copy(rows);
+      await this.#storeOnce(p, false);
       return false;
     } catch (err) {
       if ((err as { code?: string }).code !== "23505") throw err;
-      await this.#copyDeduplicated(rows);
+      await this.#storeOnce(p, true);
       return true;
     }
+  }
+
+  /**
+   * One attempt: a plain COPY when only samples go in, else one
+   * transaction with the fence check, the samples (deduplicated or not)
+   * and the staged rows.
+   */
+  async #storeOnce(p: PendingParts, deduplicate: boolean): Promise<void> {
+    if (!p.stage && p.fences.length === 0 && p.rows) {
+      if (deduplicate) await this.#copyDeduplicated(p.rows);
+      else await this.#copy(p.rows);
+      return;
+    }
+    this.copyStatements++;
+    await this.sql.begin(async (tx) => {
+      if (p.fences.length) await checkFences(tx, p.fences);
+      if (p.rows && deduplicate) await insertDeduplicated(tx, p.rows);
+      else if (p.rows) {
+        await copyIn(
+          tx`COPY _prom_data.samples (series_id, time, value) FROM STDIN (FORMAT binary)`,
+          p.rows,
+        );
+      }
+      if (p.stage) {
+        await copyIn(
+          tx`COPY _prom_data.ha_stage (series_id, time, value) FROM STDIN (FORMAT binary)`,
+          p.stage,
+        );
+      }
+    });
   }
 
   /** Drops what the writer remembers about partitions (after retention dropped some). */
@@ -324,19 +398,71 @@ export class PgWriter implements SampleWriter {
   }
 
   async #copyDeduplicated(rows: Uint8Array): Promise<void> {
-    await this.sql.begin(async (tx) => {
-      await tx`CREATE TEMP TABLE IF NOT EXISTS promscale_incoming
-               (series_id bigint, time timestamptz, value double precision)
-               ON COMMIT DELETE ROWS`;
-      await copyIn(
-        tx`COPY promscale_incoming (series_id, time, value) FROM STDIN (FORMAT binary)`,
-        rows,
-      );
-      await tx`INSERT INTO _prom_data.samples (series_id, time, value)
-               SELECT series_id, time, value FROM promscale_incoming
-               ON CONFLICT (series_id, time) DO NOTHING`;
-    });
+    await this.sql.begin((tx) => insertDeduplicated(tx, rows));
   }
+}
+
+/** The parts of a pending write that go to the database. */
+type PendingParts = Pick<PendingRows, "rows" | "stage" | "fences">;
+
+function countSamples(series: WriteSeries[]): number {
+  let n = 0;
+  for (const s of series) n += s.timestamps.length;
+  return n;
+}
+
+function pendingBytes(p: PendingParts): number {
+  return (p.rows?.length ?? 0) + (p.stage?.length ?? 0);
+}
+
+/** Several pending writes as one. */
+function combinePending(batch: PendingParts[]): PendingParts {
+  const rows = batch.flatMap((p) => (p.rows ? [p.rows] : []));
+  const stage = batch.flatMap((p) => (p.stage ? [p.stage] : []));
+  return {
+    rows: rows.length ? combineCopies(rows) : null,
+    stage: stage.length ? combineCopies(stage) : null,
+    fences: batch.flatMap((p) => p.fences),
+  };
+}
+
+/** A transaction of postgres.js (what `sql.begin` hands its callback). */
+type Tx = TransactionSql;
+
+/**
+ * Takes the fence locks of the clusters (shared) and checks that each
+ * lease still stands as the filter judged it; a FenceError otherwise, so
+ * that nothing of the write commits (the lease moved: 503, Prometheus
+ * resends, and the samples are judged again).
+ */
+async function checkFences(tx: Tx, fences: Fence[]): Promise<void> {
+  const clusters = [...new Set(fences.map((f) => f.cluster))].sort();
+  const rows = await tx<{ cluster_name: string; leader_name: string; lease_start: Date }[]>`
+    SELECT cluster_name, leader_name, lease_start FROM _prom_catalog.ha_fence(${clusters})`;
+  const now = new Map(rows.map((r) => [r.cluster_name, r]));
+  for (const f of fences) {
+    const r = now.get(f.cluster);
+    if (r && r.leader_name === f.leader && r.lease_start.getTime() === f.start) continue;
+    f.lost?.();
+    throw new FenceError(
+      `HA cluster "${f.cluster}": the lease of replica "${f.leader}" ended before its samples ` +
+        `were committed (now led by "${r?.leader_name ?? "nobody"}"); retry`,
+    );
+  }
+}
+
+/** Inserts rows that may exist already (a retried request) through a temporary table. */
+async function insertDeduplicated(tx: Tx, rows: Uint8Array): Promise<void> {
+  await tx`CREATE TEMP TABLE IF NOT EXISTS promscale_incoming
+           (series_id bigint, time timestamptz, value double precision)
+           ON COMMIT DELETE ROWS`;
+  await copyIn(
+    tx`COPY promscale_incoming (series_id, time, value) FROM STDIN (FORMAT binary)`,
+    rows,
+  );
+  await tx`INSERT INTO _prom_data.samples (series_id, time, value)
+           SELECT series_id, time, value FROM promscale_incoming
+           ON CONFLICT (series_id, time) DO NOTHING`;
 }
 
 /** The parts of a postgres.js query that a COPY needs. */

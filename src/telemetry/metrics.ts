@@ -146,6 +146,26 @@ export class ConnectorMetrics {
       "Samples accepted for storage in high-availability mode, by cluster.",
     ),
   );
+  readonly samplesStaged = this.registry.register(
+    new Counter(
+      "promscale_ha_samples_staged_total",
+      "Samples of non-leader replicas staged for per-series reconciliation, by cluster.",
+    ),
+  );
+  readonly haReconciled = this.registry.register(
+    new Counter(
+      "promscale_ha_reconciled_samples_total",
+      "Staged samples decided by the reconciler: filled (stored, the leader lacked the round), " +
+        "duplicate (dropped, the round is stored), undone (an earlier fill removed because a " +
+        "late leader sample doubled it).",
+    ),
+  );
+  readonly haStageWaiting = this.registry.register(
+    new Gauge(
+      "promscale_ha_stage_waiting",
+      "Staged samples whose series' leader has not passed them yet (last reconcile pass).",
+    ),
+  );
   readonly duplicateWrites = this.registry.register(
     new Counter(
       "promscale_ingest_duplicate_writes_total",

@@ -553,5 +553,281 @@ MIGRATIONS.push({
   sql: READ_PATH,
 });
 
+
+/** Advisory lock class (two-int form) under which HA writes are fenced, per cluster. */
+export const HA_FENCE_LOCK_CLASS = 0x68616673; // "hafs"
+
+/** Advisory lock (two-int form, with 0) held by the one connector reconciling at a time. */
+export const HA_RECONCILE_LOCK_CLASS = 0x68617263; // "harc"
+
+/**
+ * HA judged per series (version 4; DESIGN.md invariant 3).
+ *
+ * The leader's samples inside its lease are written straight to
+ * `_prom_data.samples`, fenced: the write transaction first takes the
+ * cluster's fence lock shared (`ha_fence`) and checks that the lease it
+ * judged by still stands; a takeover takes the same lock exclusively, so
+ * it waits for writes in flight and every later write sees the new leader.
+ *
+ * Every other sample (followers, a leader's samples from before its lease)
+ * is staged in `_prom_data.ha_stage` and acknowledged at once. One
+ * connector at a time runs `ha_reconcile`, which decides each staged
+ * sample against what is stored for its series, once the preferred stream
+ * of that series has passed it (a stored sample later than it: Prometheus
+ * sends one series' samples in order) or `give_up` after it was staged:
+ *  - a stored sample within half the series' interval: a copy of a stored
+ *    round, dropped;
+ *  - else: a round the stored data lacks, filled (and logged in
+ *    `ha_filled`).
+ * The interval is the median spacing among the stored neighbours and the
+ * staged samples of the series. A filled sample that a later (lagging)
+ * leader sample turns out to double is removed again (`ha_filled` keeps
+ * fills for `keep_filled`).
+ *
+ * A takeover moves the old leader's stored samples from shortly before the
+ * new lease's start on into the stage, so a new leader's direct writes
+ * never double them, wherever the boundary lands and whatever the scrape
+ * phases; they are reconciled like any other staged sample.
+ */
+const HA_PER_SERIES = `
+CREATE TABLE _prom_data.ha_stage (
+  series_id bigint NOT NULL,
+  time      timestamptz NOT NULL,
+  value     double precision NOT NULL,
+  staged_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE _prom_data.ha_filled (
+  series_id   bigint NOT NULL,
+  time        timestamptz NOT NULL,
+  interval_ms double precision NOT NULL,
+  filled_at   timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (series_id, time)
+);
+
+-- Fences a write: takes each cluster's fence lock shared (until the end of
+-- the transaction), then reads the leases as they stand. A takeover holds
+-- the lock exclusively while it changes a lease, so what this returns
+-- cannot change before the caller commits.
+CREATE FUNCTION _prom_catalog.ha_fence(clusters text[])
+RETURNS TABLE (cluster_name text, leader_name text, lease_start timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+  c text;
+BEGIN
+  FOREACH c IN ARRAY clusters LOOP
+    PERFORM pg_advisory_xact_lock_shared(${HA_FENCE_LOCK_CLASS}, hashtext(c));
+  END LOOP;
+  -- A new statement, so a new snapshot: it sees a takeover that committed
+  -- while this transaction waited for the lock.
+  RETURN QUERY SELECT l.cluster_name, l.leader_name, l.lease_start
+    FROM _prom_catalog.ha_leases l WHERE l.cluster_name = ANY(clusters);
+END $$;
+
+DROP FUNCTION _prom_catalog.try_change_leader(text, text, timestamptz, interval, interval, text, interval);
+
+-- Hands the lease to 'new_leader' when the leader has not been heard for
+-- 'failover_timeout' on the database's clock. The new lease starts at the
+-- old leader's newest reported sample, or at 'boundary_hint' (the new
+-- leader's own recent time) when that is earlier, never before the old
+-- lease's start. The old leader's samples stored from 'overlap' before it
+-- on are moved to the stage, so the new leader's direct writes cannot
+-- double them, even where the new leader's first sample of a series is
+-- only a fraction of an interval after the old leader's last one (their
+-- scrape phases differ): the reconciler keeps, per series, what the new
+-- leader lacks. 'overlap' must be at least half the longest scrape
+-- interval. Waits at most 'wait' for
+-- writes in flight (fence) and for a reconcile pass; then gives up (the
+-- caller tries again later).
+CREATE FUNCTION _prom_catalog.try_change_leader(
+  cluster text, new_leader text, boundary_hint timestamptz,
+  failover_timeout interval, lease_timeout interval, cluster_label text,
+  wait interval, overlap interval
+) RETURNS _prom_catalog.ha_lease_state
+LANGUAGE plpgsql AS $$
+DECLARE
+  l _prom_catalog.ha_leases%ROWTYPE;
+  boundary timestamptz;
+BEGIN
+  SELECT * INTO l FROM _prom_catalog.ha_leases WHERE cluster_name = cluster;
+  IF NOT FOUND OR l.leader_name = new_leader
+     OR clock_timestamp() - l.last_heard < failover_timeout THEN
+    RETURN _prom_catalog.ha_state(l);
+  END IF;
+  PERFORM set_config('lock_timeout', (extract(epoch FROM wait) * 1000)::bigint::text, true);
+  PERFORM pg_advisory_xact_lock(${HA_RECONCILE_LOCK_CLASS}, 0);
+  PERFORM pg_advisory_xact_lock(${HA_FENCE_LOCK_CLASS}, hashtext(cluster));
+  PERFORM set_config('lock_timeout', '0', true);
+  SELECT * INTO l FROM _prom_catalog.ha_leases WHERE cluster_name = cluster FOR UPDATE;
+  IF l.leader_name = new_leader OR clock_timestamp() - l.last_heard < failover_timeout THEN
+    RETURN _prom_catalog.ha_state(l);
+  END IF;
+  boundary := greatest(l.lease_start,
+                       least(l.max_time + interval '1 millisecond',
+                             coalesce(boundary_hint, l.max_time + interval '1 millisecond')));
+  WITH moved AS (
+    DELETE FROM _prom_data.samples x
+    USING _prom_catalog.series s
+    WHERE s.labels @> jsonb_build_object(cluster_label, cluster)
+      AND x.series_id = s.id AND x.time >= boundary - overlap
+    RETURNING x.series_id, x.time, x.value
+  ), unlogged AS (
+    DELETE FROM _prom_data.ha_filled f USING moved m
+    WHERE f.series_id = m.series_id AND f.time = m.time
+  )
+  INSERT INTO _prom_data.ha_stage (series_id, time, value)
+  SELECT series_id, time, value FROM moved;
+  IF boundary <= l.lease_start THEN
+    -- The old lease is void: it ends where it started.
+    DELETE FROM _prom_catalog.ha_leases_logs
+    WHERE cluster_name = cluster AND lease_start = l.lease_start;
+  ELSE
+    UPDATE _prom_catalog.ha_leases_logs SET lease_until = boundary
+    WHERE cluster_name = cluster AND lease_start = l.lease_start;
+  END IF;
+  UPDATE _prom_catalog.ha_leases SET
+    leader_name = new_leader,
+    lease_start = boundary,
+    lease_until = boundary + lease_timeout,
+    max_time = boundary - interval '1 millisecond',
+    last_heard = clock_timestamp(),
+    changed_at = clock_timestamp()
+  WHERE cluster_name = cluster
+  RETURNING * INTO l;
+  INSERT INTO _prom_catalog.ha_leases_logs VALUES (cluster, new_leader, l.lease_start, l.lease_until)
+  ON CONFLICT (cluster_name, lease_start) DO UPDATE
+    SET leader_name = EXCLUDED.leader_name, lease_until = EXCLUDED.lease_until;
+  RETURN _prom_catalog.ha_state(l);
+END $$;
+
+-- One reconcile pass over at most 'max_rows' staged samples that have
+-- waited at least 'settle' (see above). Returns how many staged samples
+-- were decided, filled (stored) and dropped as copies, how many waited on,
+-- and how many earlier fills were removed as doubles of a late leader
+-- sample. Only one connector at a time: the others return at once.
+CREATE FUNCTION _prom_catalog.ha_reconcile(
+  settle interval, give_up interval, max_rows int, keep_filled interval
+) RETURNS TABLE (decided bigint, filled bigint, waiting bigint, undone bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+  look interval := interval '15 minutes';
+  n_decided bigint := 0;
+  n_filled bigint := 0;
+  n_waiting bigint := 0;
+  n_undone bigint := 0;
+BEGIN
+  IF NOT pg_try_advisory_xact_lock(${HA_RECONCILE_LOCK_CLASS}, 0) THEN
+    RETURN QUERY SELECT 0::bigint, 0::bigint, 0::bigint, 0::bigint;
+    RETURN;
+  END IF;
+  -- Fills that a later sample of the preferred stream doubles: remove.
+  WITH doubled AS (
+    SELECT f.series_id, f.time FROM _prom_data.ha_filled f
+    WHERE EXISTS (
+      SELECT 1 FROM _prom_data.samples y
+      WHERE y.series_id = f.series_id AND y.time <> f.time
+        AND y.time > f.time - f.interval_ms / 2 * interval '1 millisecond'
+        AND y.time < f.time + f.interval_ms / 2 * interval '1 millisecond')
+  ), gone AS (
+    DELETE FROM _prom_data.samples x USING doubled d
+    WHERE x.series_id = d.series_id AND x.time = d.time
+    RETURNING x.series_id, x.time
+  ), forgotten AS (
+    DELETE FROM _prom_data.ha_filled f USING doubled d
+    WHERE f.series_id = d.series_id AND f.time = d.time
+  )
+  SELECT count(*) INTO n_undone FROM gone;
+  DELETE FROM _prom_data.ha_filled WHERE filled_at < now() - keep_filled;
+
+  CREATE TEMP TABLE IF NOT EXISTS ha_judged (
+    tid tid, series_id bigint, time timestamptz, value double precision,
+    verdict "char", interval_ms double precision
+  ) ON COMMIT DELETE ROWS;
+  INSERT INTO ha_judged
+  WITH cand AS (
+    SELECT c.ctid AS tid, c.series_id, c.time, c.value, c.staged_at <= now() - give_up AS expired
+    FROM _prom_data.ha_stage c
+    WHERE c.staged_at <= now() - settle
+    LIMIT max_rows
+  ), near AS (
+    SELECT c.*,
+      (SELECT array_agg(t ORDER BY t DESC) FROM (
+         SELECT x.time AS t FROM _prom_data.samples x
+         WHERE x.series_id = c.series_id AND x.time < c.time AND x.time >= c.time - look
+         ORDER BY x.time DESC LIMIT 3) p) AS before,
+      (SELECT array_agg(t ORDER BY t) FROM (
+         SELECT x.time AS t FROM _prom_data.samples x
+         WHERE x.series_id = c.series_id AND x.time >= c.time AND x.time <= c.time + look
+         ORDER BY x.time LIMIT 3) n) AS after,
+      c.time - lag(c.time) OVER w AS own_prev,
+      lead(c.time) OVER w - c.time AS own_next
+    FROM cand c
+    WINDOW w AS (PARTITION BY c.series_id ORDER BY c.time)
+  ), measured AS (
+    -- The interval: the (lower) median of the spacings among the stored
+    -- neighbours and the staged samples' own, robust against a missed
+    -- round (one spacing of two intervals) and against earlier fills (one
+    -- spacing split in two by a sample of another phase).
+    SELECT n.*,
+      extract(epoch FROM n.time - n.before[1]) * 1000 AS d_prev,
+      extract(epoch FROM n.after[1] - n.time) * 1000 AS d_next,
+      (SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY v) FROM (
+         SELECT extract(epoch FROM t - lag(t) OVER (ORDER BY t)) * 1000 AS v
+         FROM unnest(coalesce(n.before, '{}') || coalesce(n.after, '{}')) t
+         UNION ALL SELECT extract(epoch FROM n.own_prev) * 1000
+         UNION ALL SELECT extract(epoch FROM n.own_next) * 1000
+       ) sp WHERE v > 0) AS iv
+    FROM near n
+  )
+  SELECT m.tid, m.series_id, m.time, m.value,
+    CASE
+      WHEN m.d_prev = 0 OR m.d_next = 0 THEN 'd'
+      WHEN m.iv IS NOT NULL AND (m.d_prev < m.iv / 2 OR m.d_next < m.iv / 2) THEN 'd'
+      WHEN m.after IS NOT NULL OR m.expired THEN 'f'
+      ELSE 'w'
+    END,
+    m.iv
+  FROM measured m;
+
+  -- Of fills closer than half an interval to each other (three replicas,
+  -- a retried request), the first.
+  UPDATE ha_judged j SET verdict = 'd'
+  FROM (
+    SELECT tid, time - lag(time) OVER (PARTITION BY series_id ORDER BY time) AS gap, interval_ms
+    FROM ha_judged WHERE verdict = 'f'
+  ) g
+  WHERE j.tid = g.tid AND g.gap IS NOT NULL
+    AND (g.gap = interval '0' OR extract(epoch FROM g.gap) * 1000 < coalesce(g.interval_ms, 0) / 2);
+
+  LOOP
+    BEGIN
+      WITH ins AS (
+        INSERT INTO _prom_data.samples (series_id, time, value)
+        SELECT series_id, time, value FROM ha_judged WHERE verdict = 'f'
+        ON CONFLICT DO NOTHING
+        RETURNING series_id, time
+      )
+      INSERT INTO _prom_data.ha_filled (series_id, time, interval_ms)
+      SELECT i.series_id, i.time, coalesce(j.interval_ms, 0)
+      FROM ins i JOIN ha_judged j ON j.series_id = i.series_id AND j.time = i.time AND j.verdict = 'f'
+      ON CONFLICT DO NOTHING;
+      GET DIAGNOSTICS n_filled = ROW_COUNT;
+      EXIT;
+    EXCEPTION WHEN check_violation THEN
+      -- A partition the retention job dropped (or never made): make it.
+      PERFORM _prom_catalog.ensure_partitions(ARRAY(
+        SELECT DISTINCT date_trunc('day', time) FROM ha_judged WHERE verdict = 'f'));
+    END;
+  END LOOP;
+  DELETE FROM _prom_data.ha_stage s USING ha_judged j
+  WHERE s.ctid = j.tid AND j.verdict <> 'w';
+  GET DIAGNOSTICS n_decided = ROW_COUNT;
+  SELECT count(*) INTO n_waiting FROM ha_judged WHERE verdict = 'w';
+  RETURN QUERY SELECT n_decided, n_filled, n_waiting, n_undone;
+END $$;
+`;
+
+MIGRATIONS.push({ version: 4, description: "HA judged per series", sql: HA_PER_SERIES });
+
 /** The schema version this build brings the database to. */
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
