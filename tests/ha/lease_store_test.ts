@@ -81,21 +81,119 @@ Deno.test("try_change_leader() refuses before the failover timeout and hands ove
   });
 });
 
-Deno.test("try_change_leader() starts the new lease after the newest sample actually stored, half a scrape interval on", async () => {
+Deno.test("try_change_leader() starts at the reported newest sample (or the new leader's earlier time) and re-stages the old leader's samples from the overlap on", async () => {
   await withStore(async (store, sql) => {
     await store.updateLease("c1", "r1", T0, T0 + 1000, 0);
     // A connector wrote two more scrapes but died before reporting them.
-    await storeSamples(sql, [T0, T0 + 1000, T0 + 2000, T0 + 3000]);
+    await storeSamples(sql, [T0 - 60_000, T0, T0 + 1000, T0 + 2000, T0 + 3000]);
     await heardAgo(sql, timings.failoverTimeoutMs + 10);
     const changed = await store.tryChangeLeader("c1", "r2", T0 + 5000);
-    assertEquals(changed.start, T0 + 3000 + 500);
+    assertEquals(changed.start, T0 + 1001);
     const logs = await sql<{ leader_name: string; s: Date; u: Date }[]>`
       SELECT leader_name, lease_start AS s, lease_until AS u FROM _prom_catalog.ha_leases_logs
       ORDER BY lease_start`;
     assertEquals(logs.map((l) => [l.leader_name, l.s.getTime(), l.u.getTime()]), [
-      ["r1", T0, T0 + 3500],
-      ["r2", T0 + 3500, T0 + 5000 + timings.leaseTimeoutMs],
+      ["r1", T0, T0 + 1001],
+      ["r2", T0 + 1001, T0 + 1001 + timings.leaseTimeoutMs],
     ]);
+    const ms = (rows: { t: Date }[]) => rows.map((r) => r.t.getTime());
+    assertEquals(
+      ms(await sql<{ t: Date }[]>`SELECT time AS t FROM _prom_data.samples ORDER BY time`),
+      [T0 - 60_000],
+      "samples from 30 s (the overlap) before the new lease on leave the stored data",
+    );
+    assertEquals(
+      ms(await sql<{ t: Date }[]>`SELECT time AS t FROM _prom_data.ha_stage ORDER BY time`),
+      [T0, T0 + 1000, T0 + 2000, T0 + 3000],
+      "and are staged, to be reconciled against the new leader's",
+    );
+    // A hint earlier than the reported newest sample wins.
+    await heardAgo(sql, timings.failoverTimeoutMs + 10);
+    const again = await store.tryChangeLeader("c1", "r3", T0 + 500);
+    assertEquals(again.start, T0 + 1001, "never before the current lease's start");
+  });
+});
+
+Deno.test("try_change_leader() waits for fenced writes in flight, and later writes see the new leader", async () => {
+  await withStore(async (store, sql) => {
+    await store.updateLease("c1", "r1", T0, T0 + 1000, 0);
+    await heardAgo(sql, timings.failoverTimeoutMs + 10);
+    // A write of r1 that took its fence and then stalled (GC, SIGSTOP).
+    const conn = await sql.reserve();
+    try {
+      await conn`BEGIN`;
+      const [fenced] = await conn`SELECT * FROM _prom_catalog.ha_fence(${["c1"]})`;
+      assertEquals(fenced.leader_name, "r1");
+      const err = await store.tryChangeLeader("c1", "r2", T0 + 5000).then(() => null, (e) => e);
+      assertEquals(err?.code, "55P03", "the takeover gives up after its wait (lock timeout)");
+      assertEquals((await store.getLease("c1"))?.leader, "r1");
+      await conn`COMMIT`;
+    } finally {
+      conn.release();
+    }
+    const changed = await store.tryChangeLeader("c1", "r2", T0 + 5000);
+    assertEquals(
+      changed.leader,
+      "r2",
+      "once the stalled write committed, the takeover goes through",
+    );
+    const [after] = await sql`SELECT * FROM _prom_catalog.ha_fence(${["c1"]})`;
+    assertEquals(after.leader_name, "r2", "a later write's fence sees the new leader");
+  });
+});
+
+/** Stages samples of the series of `storeSamples`, staged `agoMs` ago. */
+async function stage(
+  sql: Awaited<ReturnType<typeof freshDatabase>>["sql"],
+  times: number[],
+  agoMs = 10_000,
+) {
+  const labels = JSON.stringify({ __name__: "up", cluster: "c1", job: "node" });
+  const [{ series_id }] = await sql<{ series_id: string }[]>`
+    SELECT series_id FROM _prom_catalog.get_or_create_series(ARRAY[${labels}::text]::jsonb[])`;
+  const iso = times.map((t) => new Date(t).toISOString());
+  await sql`SELECT _prom_catalog.ensure_partitions(${iso}::timestamptz[])`;
+  await sql`INSERT INTO _prom_data.ha_stage (series_id, time, value, staged_at)
+            SELECT ${series_id}, t, 2, now() - ${`${agoMs} milliseconds`}::interval
+            FROM unnest(${iso}::timestamptz[]) t`;
+}
+
+const storedTimes = async (sql: Awaited<ReturnType<typeof freshDatabase>>["sql"]) =>
+  (await sql<{ t: Date }[]>`SELECT time AS t FROM _prom_data.samples ORDER BY time`)
+    .map((r) => r.t.getTime() - T0);
+
+const RECONCILE = { settleMs: 0, giveUpMs: 60_000, maxRows: 1000, keepFilledMs: 600_000 };
+
+Deno.test("ha_reconcile() fills exactly the rounds the stored series lacks and drops the copies", async () => {
+  await withStore(async (store, sql) => {
+    await storeSamples(sql, [0, 1000, 3000, 4000, 5000].map((t) => T0 + t));
+    // The follower, 600 ms out of phase, had every round; its last one is
+    // not yet passed by the stored series (it waits).
+    await stage(sql, [600, 1600, 2600, 3600, 4600, 5600].map((t) => T0 + t));
+    const r = await store.reconcile(RECONCILE);
+    assertEquals(r, { decided: 5, filled: 1, waiting: 1, undone: 0 });
+    assertEquals(await storedTimes(sql), [0, 1000, 1600, 3000, 4000, 5000]);
+    const r2 = await store.reconcile({ ...RECONCILE, giveUpMs: 0 });
+    assertEquals([r2.decided, r2.filled], [1, 1], "given up on, the last one fills the gap");
+    assertEquals(await storedTimes(sql), [0, 1000, 1600, 3000, 4000, 5000, 5600]);
+    const [{ n }] = await sql<{ n: string }[]>`SELECT count(*) AS n FROM _prom_data.ha_stage`;
+    assertEquals(Number(n), 0, "the stage is empty");
+  });
+});
+
+Deno.test("ha_reconcile() undoes a fill that a late leader sample doubles", async () => {
+  await withStore(async (store, sql) => {
+    await storeSamples(sql, [0, 1000, 2000, 3000].map((t) => T0 + t));
+    // The leader lags on this series: after the give-up the follower's
+    // samples beyond the stored ones are filled.
+    await stage(sql, [4300, 5300].map((t) => T0 + t));
+    const r = await store.reconcile({ ...RECONCILE, giveUpMs: 0 });
+    assertEquals([r.filled, r.undone], [2, 0]);
+    // Then the leader's lagging samples arrive, straight into storage.
+    await storeSamples(sql, [4000, 5000, 6000].map((t) => T0 + t));
+    const r2 = await store.reconcile(RECONCILE);
+    assertEquals(r2.undone, 2);
+    assertEquals(await storedTimes(sql), [0, 1000, 2000, 3000, 4000, 5000, 6000]);
   });
 });
 
@@ -120,22 +218,5 @@ Deno.test("pastLeases() returns earlier intervals newest first", async () => {
     const r2 = await store.tryChangeLeader("c1", "r2", T0 + 2000);
     const past = await store.pastLeases("c1", r2.start, 10);
     assertEquals(past, [{ leader: "r1", start: T0, until: r2.start }]);
-  });
-});
-
-Deno.test("try_change_leader() goes back to the first scrape round the old leader did not finish", async () => {
-  await withStore(async (store, sql) => {
-    await store.updateLease("c1", "r1", T0, T0 + 1000, 0);
-    // The leader died mid-round: node_load1 got round T0+3000, up did not.
-    await storeSamples(sql, [T0, T0 + 1000, T0 + 2000, T0 + 3000], "node_load1");
-    await storeSamples(sql, [T0, T0 + 1000, T0 + 2000], "up");
-    await heardAgo(sql, timings.failoverTimeoutMs + 10);
-    const changed = await store.tryChangeLeader("c1", "r2", T0 + 5000);
-    assertEquals(changed.start, T0 + 2000 + 500, "after up's last round, half an interval on");
-    const left = await sql<{ n: string }[]>`
-      SELECT count(*) AS n FROM _prom_data.samples WHERE time >= ${new Date(T0 + 2500)}`;
-    assertEquals(Number(left[0].n), 0, "the unfinished round is left to the new leader");
-    const kept = await sql<{ n: string }[]>`SELECT count(*) AS n FROM _prom_data.samples`;
-    assertEquals(Number(kept[0].n), 6);
   });
 });
