@@ -41,7 +41,10 @@ const ASK_SPACING_MS = 200;
 
 /** One cluster as this connector sees it. */
 export class ClusterState {
+  /** The copy of the lease this connector acts on (null: ask the database first). */
   view: LeaseView | null = null;
+  /** The last lease adopted, kept when `view` is invalidated (for metrics and ordering). */
+  known: LeaseView | null = null;
   /** Typical time of the leader's newest committed direct samples (sample ms). */
   written = -Infinity;
   /** Local instant the leader was last heard through this connector. */
@@ -112,7 +115,10 @@ export class HaClusters {
 
   /** Takes a database row as the cluster's lease. */
   adopt(s: ClusterState, row: LeaseRow, askedAt: number): LeaseView {
-    const old = s.view;
+    const old = s.known;
+    // Lease starts only move forward: an answer older than the lease known
+    // (a slow refresh overtaken by a takeover) is ignored.
+    if (old && row.start < old.start && s.view) return s.view;
     const same = old !== null && old.leader === row.leader && old.start === row.start;
     if (!same) {
       s.written = -Infinity;
@@ -128,6 +134,7 @@ export class HaClusters {
     }
     next.overdueAt = Math.max(next.overdueAt, s.heardAt + this.#o.timings.failoverTimeoutMs);
     s.view = next;
+    s.known = next;
     const m = this.#o.metrics;
     if (!old || old.leader !== row.leader) {
       if (old) {
@@ -251,11 +258,12 @@ export class HaClusters {
 
   #evict(): void {
     if (this.#states.size <= this.#max) return;
+    let left = this.#states.size - 1; // never the one just used (the last)
     for (const [cluster, s] of this.#states) {
-      if (this.#states.size <= this.#max) break;
+      if (this.#states.size <= this.#max || left-- === 0) break;
       if (s.written > s.reportedWritten || s.heardAt > s.reportedHeardAt) continue;
       this.#states.delete(cluster);
-      if (s.view) this.#o.metrics.haLeader.delete({ cluster, replica: s.view.leader });
+      if (s.known) this.#o.metrics.haLeader.delete({ cluster, replica: s.known.leader });
     }
   }
 }
