@@ -347,7 +347,7 @@ async function runEvent(kind: EventKind): Promise<void> {
     );
   } finally {
     await killAll();
-    await db.drop();
+    if (!Deno.env.get("HA_E2E_KEEP_DB")) await db.drop();
   }
 }
 

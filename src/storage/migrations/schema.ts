@@ -745,7 +745,8 @@ BEGIN
   ) ON COMMIT DELETE ROWS;
   INSERT INTO ha_judged
   WITH cand AS (
-    SELECT c.ctid AS tid, c.series_id, c.time, c.value, c.staged_at <= now() - give_up AS expired
+    SELECT c.ctid AS tid, c.series_id, c.time, c.value, c.staged_at <= now() - give_up AS expired,
+      c.staged_at <= now() - 10 * give_up AS long_expired
     FROM _prom_data.ha_stage c
     WHERE c.staged_at <= now() - settle
     LIMIT max_rows
@@ -783,6 +784,10 @@ BEGIN
     CASE
       WHEN m.d_prev = 0 OR m.d_next = 0 THEN 'd'
       WHEN m.iv IS NOT NULL AND (m.d_prev < m.iv / 2 OR m.d_next < m.iv / 2) THEN 'd'
+      -- A stored neighbour but no interval yet (a series' first samples):
+      -- whether it is a copy cannot be told; wait for more samples.
+      WHEN m.iv IS NULL AND (m.before IS NOT NULL OR m.after IS NOT NULL)
+           AND NOT m.long_expired THEN 'w'
       WHEN m.after IS NOT NULL OR m.expired THEN 'f'
       ELSE 'w'
     END,
