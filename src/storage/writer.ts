@@ -163,9 +163,7 @@ export class PgWriter implements SampleWriter {
         await this.#ensurePartitions(all);
         const pending = {
           rows: samples ? encodeCopy(series, ids, samples) : null,
-          stage: stagedSamples
-            ? encodeCopy(staged, ids.slice(series.length), stagedSamples)
-            : null,
+          stage: stagedSamples ? encodeCopy(staged, ids.slice(series.length), stagedSamples) : null,
           fences: samples ? fences : [],
           guard: options.guard,
         };

@@ -8,7 +8,7 @@
  * intervals, a 2 s failover timeout.
  */
 import { assert, assertEquals } from "../helpers/assert.ts";
-import { freshDatabase, type FreshDatabase } from "../helpers/db.ts";
+import { type FreshDatabase, freshDatabase } from "../helpers/db.ts";
 import { inProcessConnector } from "../helpers/connector.ts";
 import type { Connector } from "../../src/app.ts";
 import { type Acks, type Behaviour, judge, keyOf, runReplicas, type Target } from "./sim.ts";
@@ -179,7 +179,8 @@ async function scenario(
 }
 
 Deno.test({
-  name: "HA per series: a leader restarted (silent less than the failover timeout, unsent tail lost) loses and doubles no round",
+  name:
+    "HA per series: a leader restarted (silent less than the failover timeout, unsent tail lost) loses and doubles no round",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: () =>
@@ -197,7 +198,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "HA per series: a leader gone longer than the failover timeout is replaced; no round lost or doubled, also after it returns",
+  name:
+    "HA per series: a leader gone longer than the failover timeout is replaced; no round lost or doubled, also after it returns",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: () =>
@@ -215,7 +217,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "HA per series: series stamped far ahead of the connectors' clocks are stored once, and fail over",
+  name:
+    "HA per series: series stamped far ahead of the connectors' clocks are stored once, and fail over",
   sanitizeOps: false,
   sanitizeResources: false,
   // Ahead by 3 lease timeouts: what a connector whose wall clock is behind sees.
@@ -226,7 +229,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "HA per series: a lease raised by a report whose samples never committed loses nothing at failover",
+  name:
+    "HA per series: a lease raised by a report whose samples never committed loses nothing at failover",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: () =>

@@ -85,7 +85,10 @@ Deno.test("PgWriter stores waiting requests together and each keeps its own outc
       writer.write(series("job2", 12, 50)),
     ]);
     assertEquals(results.map((r) => r.status), ["fulfilled", "rejected", "fulfilled"]);
-    await assertRejects(() => writer.write(series("job1", 12, 50), { guard: refused }), UnavailableError);
+    await assertRejects(
+      () => writer.write(series("job1", 12, 50), { guard: refused }),
+      UnavailableError,
+    );
     assertEquals(await count(), 750);
     const [{ n }] = await db.sql`SELECT count(*) AS n FROM _prom_data.samples
                                  WHERE time = ${new Date(T0 + 12_000)}`;

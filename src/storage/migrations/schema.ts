@@ -553,7 +553,6 @@ MIGRATIONS.push({
   sql: READ_PATH,
 });
 
-
 /** Advisory lock class (two-int form) under which HA writes are fenced, per cluster. */
 export const HA_FENCE_LOCK_CLASS = 0x68616673; // "hafs"
 
