@@ -11,6 +11,7 @@ import { assert, assertEquals } from "../helpers/assert.ts";
 import { type FreshDatabase, freshDatabase } from "../helpers/db.ts";
 import { inProcessConnector } from "../helpers/connector.ts";
 import type { Connector } from "../../src/app.ts";
+import { killAll, startConnector } from "../helpers/procs.ts";
 import { type Acks, type Behaviour, judge, keyOf, runReplicas, type Target } from "./sim.ts";
 
 const HA_ARGS = [
@@ -50,18 +51,44 @@ function targets(skewMs = 0): Target[] {
 
 interface World {
   db: FreshDatabase;
-  connectors: Connector[];
+  urls: string[];
 }
 
-async function withWorld(name: string, fn: (w: World) => Promise<void>): Promise<void> {
+/**
+ * Two connectors on a fresh database: in process, or (`skewed`) the second
+ * one a process whose wall clock runs 2 minutes behind (faketime), more
+ * than the lease timeout.
+ */
+async function withWorld(
+  name: string,
+  fn: (w: World) => Promise<void>,
+  skewed = false,
+): Promise<void> {
   const db = await freshDatabase(`ha_series_${name}`);
   const connectors: Connector[] = [];
   try {
     connectors.push(await inProcessConnector(db.uri, HA_ARGS, { pool: 4 }));
-    connectors.push(await inProcessConnector(db.uri, HA_ARGS, { pool: 4 }));
-    await fn({ db, connectors });
+    const urls = [connectors[0].url];
+    if (skewed) {
+      const svc = await startConnector({
+        dbUri: db.uri,
+        args: HA_ARGS,
+        wrapper: ["faketime", "-f", "-120s"],
+      });
+      // The HTTP Date header shows the process's clock.
+      const res = await fetch(`${svc.url}/healthz`);
+      await res.body?.cancel();
+      const behind = Date.now() - Date.parse(res.headers.get("date") ?? "");
+      assert(behind > 100_000, `the skewed connector's clock is behind (by ${behind} ms)`);
+      urls.push(svc.url);
+    } else {
+      connectors.push(await inProcessConnector(db.uri, HA_ARGS, { pool: 4 }));
+      urls.push(connectors[1].url);
+    }
+    await fn({ db, urls });
   } finally {
     for (const c of connectors) await c.stop();
+    await killAll();
     await db.drop();
   }
 }
@@ -137,11 +164,16 @@ async function leader(db: FreshDatabase, cluster: string): Promise<string | unde
 async function scenario(
   name: string,
   r1: Behaviour,
-  o: { durationMs?: number; skewMs?: number; before?: (w: World) => Promise<void> } = {},
+  o: {
+    durationMs?: number;
+    skewMs?: number;
+    skewedConnector?: boolean;
+    before?: (w: World) => Promise<void>;
+  } = {},
 ) {
   await withWorld(name, async (w) => {
     const ts = targets(o.skewMs ?? 0);
-    const urls = w.connectors.map((c) => c.url);
+    const urls = w.urls;
     const t0 = Math.floor(Date.now() / 1000) * 1000;
     // r1 starts alone for a moment, so it leads.
     const r1Run = runReplicas({
@@ -175,7 +207,7 @@ async function scenario(
     for (const part of [a.statuses, b.statuses]) {
       for (const [status] of part) assert(status < 400 || status >= 500, `no 4xx (${status})`);
     }
-  });
+  }, o.skewedConnector);
 }
 
 Deno.test({
@@ -225,6 +257,17 @@ Deno.test({
   fn: () =>
     scenario("skew", { down: (e) => e >= 2_500 && e < 6_500, restartAt: 2_500 }, {
       skewMs: 15_000,
+    }),
+});
+
+Deno.test({
+  name:
+    "HA per series: a connector whose wall clock is 2 minutes behind (more than the lease timeout) changes nothing, failover included",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: () =>
+    scenario("clock", { down: (e) => e >= 2_500 && e < 6_500, restartAt: 2_500 }, {
+      skewedConnector: true,
     }),
 });
 

@@ -308,6 +308,8 @@ export interface ConnectorOptions {
   env?: Record<string, string>;
   /** How long to wait for /healthz (default 60 s). */
   timeoutMs?: number;
+  /** A command that runs the connector, e.g. `["faketime", "-f", "-120s"]` (it must exec it). */
+  wrapper?: string[];
 }
 
 /**
@@ -317,7 +319,7 @@ export interface ConnectorOptions {
  */
 export async function startConnector(opts: ConnectorOptions): Promise<Service> {
   const port = opts.port ?? freePort();
-  const proc = spawnProcess("connector", Deno.execPath(), [
+  const args = [
     "run",
     "-A",
     "main.ts",
@@ -326,7 +328,14 @@ export async function startConnector(opts: ConnectorOptions): Promise<Service> {
     "--web.listen-address",
     `127.0.0.1:${port}`,
     ...(opts.args ?? []),
-  ], { cwd: REPO_ROOT, env: { NO_COLOR: "1", ...opts.env } });
+  ];
+  const [cmd, ...pre] = opts.wrapper?.length
+    ? [...opts.wrapper, Deno.execPath()]
+    : [Deno.execPath()];
+  const proc = spawnProcess("connector", cmd, [...pre, ...args], {
+    cwd: REPO_ROOT,
+    env: { NO_COLOR: "1", ...opts.env },
+  });
   const svc = service(proc, port);
   try {
     await waitForHttp(`${svc.url}/healthz`, { timeoutMs: opts.timeoutMs ?? 60_000, proc });
