@@ -28,7 +28,9 @@ export function reconcileOptions(t: LeaseTimings): ReconcileOptions & { everyMs:
     // if it only lags on some series, a late sample of it undoes the fill.
     giveUpMs: t.failoverTimeoutMs,
     maxRows: MAX_ROWS,
-    keepFilledMs: Math.max(600_000, 10 * t.failoverTimeoutMs),
+    // At least the 15 min the reconciler looks around a sample: fills in
+    // that range are told apart from the preferred stream by this log.
+    keepFilledMs: Math.max(1_200_000, 10 * t.failoverTimeoutMs),
   };
 }
 

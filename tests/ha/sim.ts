@@ -27,6 +27,11 @@ export interface Behaviour {
   down?: (elapsed: number) => boolean;
   /** True at the moment the process restarts: its unsent samples are lost. */
   restartAt?: number;
+  /**
+   * When it comes back up, scrapes every target at once, off its phase (as
+   * Prometheus does after SIGCONT), then goes on with its schedule.
+   */
+  catchUp?: boolean;
   /** Holds back the shard of this target until the given elapsed time. */
   lagInstance?: { instance: string; untilMs: number };
 }
@@ -70,10 +75,21 @@ export async function runReplicas(o: {
       next.set(tg.instance, tg.phase[name] ?? 0);
     }
     let restarted = false;
+    let wasDown = false;
     while (true) {
       const elapsed = performance.now() - started;
       if (elapsed >= o.durationMs) break;
       const down = b.down?.(elapsed) ?? false;
+      if (wasDown && !down && b.catchUp) {
+        for (const tg of o.targets) {
+          queues.get(tg.instance)!.push({
+            key: keyOf(tg.job, tg.instance),
+            t: o.t0 + Math.round(elapsed) + (tg.skewMs ?? 0),
+            value: idx + 1,
+          });
+        }
+      }
+      wasDown = down;
       if (!restarted && b.restartAt !== undefined && elapsed >= b.restartAt) {
         restarted = true;
         for (const q of queues.values()) q.length = 0;
@@ -155,17 +171,23 @@ export interface Judgement {
 }
 
 /**
- * Judges one series: `stored` and `acked` are sample times (ms), `intervalMs`
- * its interval. Doubled: consecutive stored samples closer than half an
- * interval. Lost: acknowledged rounds (acknowledged samples more than half
- * an interval apart) with no stored sample within 0.75 of an interval,
- * i.e. inside a gap of more than 1.5 intervals.
+ * Judges one series: `stored` sample times (ms), `ackedBy` the times each
+ * replica got a 2xx for, `intervalMs` its interval. Doubled: consecutive
+ * stored samples closer than half an interval, unless one replica itself
+ * sent both (a catch-up scrape). Lost: acknowledged rounds (acknowledged
+ * samples more than half an interval apart) with no stored sample within
+ * 0.75 of an interval, i.e. inside a gap of more than 1.5 intervals.
  */
-export function judge(stored: number[], acked: number[], intervalMs: number): Judgement {
+export function judge(stored: number[], ackedBy: number[][], intervalMs: number): Judgement {
   const s = [...stored].sort((a, b) => a - b);
-  const a = [...new Set(acked)].sort((x, y) => x - y);
+  const a = [...new Set(ackedBy.flat())].sort((x, y) => x - y);
+  const sets = ackedBy.map((times) => new Set(times));
   let doubled = 0;
-  for (let i = 1; i < s.length; i++) if (s[i] - s[i - 1] < intervalMs / 2) doubled++;
+  for (let i = 1; i < s.length; i++) {
+    if (s[i] - s[i - 1] >= intervalMs / 2) continue;
+    if (sets.some((m) => m.has(s[i]) && m.has(s[i - 1]))) continue;
+    doubled++;
+  }
   let lost = 0;
   let lastLost = -Infinity;
   let j = 0;

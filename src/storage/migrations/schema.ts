@@ -578,8 +578,8 @@ export const HA_RECONCILE_LOCK_CLASS = 0x68617263; // "harc"
  *    round, dropped;
  *  - else: a round the stored data lacks, filled (and logged in
  *    `ha_filled`).
- * The interval is the median spacing among the stored neighbours and the
- * staged samples of the series. A filled sample that a later (lagging)
+ * The interval is the median spacing of the series' stored samples around
+ * (fills left out), or of its staged samples. A filled sample that a later (lagging)
  * leader sample turns out to double is removed again (`ha_filled` keeps
  * fills for `keep_filled`).
  *
@@ -750,33 +750,49 @@ BEGIN
     WHERE c.staged_at <= now() - settle
     LIMIT max_rows
   ), near AS (
-    SELECT c.*,
-      (SELECT array_agg(t ORDER BY t DESC) FROM (
-         SELECT x.time AS t FROM _prom_data.samples x
-         WHERE x.series_id = c.series_id AND x.time < c.time AND x.time >= c.time - look
-         ORDER BY x.time DESC LIMIT 3) p) AS before,
-      (SELECT array_agg(t ORDER BY t) FROM (
-         SELECT x.time AS t FROM _prom_data.samples x
-         WHERE x.series_id = c.series_id AND x.time >= c.time AND x.time <= c.time + look
-         ORDER BY x.time LIMIT 3) n) AS after,
-      c.time - lag(c.time) OVER w AS own_prev,
-      lead(c.time) OVER w - c.time AS own_next
+    -- Up to four stored samples on each side, and which of them are fills.
+    SELECT c.*, b.all_t AS before, b.own_t AS before_own, a.all_t AS after, a.own_t AS after_own,
+      c.time - lag(c.time) OVER w AS staged_prev,
+      lead(c.time) OVER w - c.time AS staged_next
     FROM cand c
+    CROSS JOIN LATERAL (
+      SELECT array_agg(p.t ORDER BY p.t DESC) AS all_t,
+             array_agg(p.t ORDER BY p.t DESC) FILTER (WHERE NOT p.filled) AS own_t
+      FROM (SELECT x.time AS t, EXISTS (
+              SELECT 1 FROM _prom_data.ha_filled f
+              WHERE f.series_id = x.series_id AND f.time = x.time) AS filled
+            FROM _prom_data.samples x
+            WHERE x.series_id = c.series_id AND x.time < c.time AND x.time >= c.time - look
+            ORDER BY x.time DESC LIMIT 4) p) b
+    CROSS JOIN LATERAL (
+      SELECT array_agg(n.t ORDER BY n.t) AS all_t,
+             array_agg(n.t ORDER BY n.t) FILTER (WHERE NOT n.filled) AS own_t
+      FROM (SELECT x.time AS t, EXISTS (
+              SELECT 1 FROM _prom_data.ha_filled f
+              WHERE f.series_id = x.series_id AND f.time = x.time) AS filled
+            FROM _prom_data.samples x
+            WHERE x.series_id = c.series_id AND x.time >= c.time AND x.time <= c.time + look
+            ORDER BY x.time LIMIT 4) n) a
     WINDOW w AS (PARTITION BY c.series_id ORDER BY c.time)
   ), measured AS (
-    -- The interval: the (lower) median of the spacings among the stored
-    -- neighbours and the staged samples' own, robust against a missed
-    -- round (one spacing of two intervals) and against earlier fills (one
-    -- spacing split in two by a sample of another phase).
+    -- The interval: the (lower) median spacing of the stored samples that
+    -- are not fills (the preferred stream: robust against a missed round,
+    -- one spacing of two intervals, and against a catch-up scrape; fills
+    -- are left out, as a fill splits a spacing into two of another phase
+    -- and would make later copies look like gaps); failing that, of the
+    -- staged samples of the series in this pass.
     SELECT n.*,
       extract(epoch FROM n.time - n.before[1]) * 1000 AS d_prev,
       extract(epoch FROM n.after[1] - n.time) * 1000 AS d_next,
-      (SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY v) FROM (
-         SELECT extract(epoch FROM t - lag(t) OVER (ORDER BY t)) * 1000 AS v
-         FROM unnest(coalesce(n.before, '{}') || coalesce(n.after, '{}')) t
-         UNION ALL SELECT extract(epoch FROM n.own_prev) * 1000
-         UNION ALL SELECT extract(epoch FROM n.own_next) * 1000
-       ) sp WHERE v > 0) AS iv
+      coalesce(
+        (SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY v) FROM (
+           SELECT extract(epoch FROM t - lag(t) OVER (ORDER BY t)) * 1000 AS v
+           FROM unnest(coalesce(n.before_own, '{}') || coalesce(n.after_own, '{}')) t
+         ) sp WHERE v > 0),
+        (SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY v) FROM (
+           SELECT extract(epoch FROM n.staged_prev) * 1000 AS v
+           UNION ALL SELECT extract(epoch FROM n.staged_next) * 1000
+         ) sp WHERE v > 0)) AS iv
     FROM near n
   )
   SELECT m.tid, m.series_id, m.time, m.value,
