@@ -578,8 +578,8 @@ export const HA_RECONCILE_LOCK_CLASS = 0x68617263; // "harc"
  *    round, dropped;
  *  - else: a round the stored data lacks, filled (and logged in
  *    `ha_filled`).
- * The interval is the median spacing of the series' stored samples around
- * (fills left out), or of its staged samples. A filled sample that a later (lagging)
+ * The interval is the most common spacing of the series' stored samples
+ * around (fills left out), or of its staged samples. A filled sample that a later (lagging)
  * leader sample turns out to double is removed again (`ha_filled` keeps
  * fills for `keep_filled`).
  *
@@ -750,7 +750,7 @@ BEGIN
     WHERE c.staged_at <= now() - settle
     LIMIT max_rows
   ), near AS (
-    -- Up to four stored samples on each side, and which of them are fills.
+    -- Up to eight stored samples on each side, and which of them are fills.
     SELECT c.*, b.all_t AS before, b.own_t AS before_own, a.all_t AS after, a.own_t AS after_own,
       c.time - lag(c.time) OVER w AS staged_prev,
       lead(c.time) OVER w - c.time AS staged_next
@@ -763,7 +763,7 @@ BEGIN
               WHERE f.series_id = x.series_id AND f.time = x.time) AS filled
             FROM _prom_data.samples x
             WHERE x.series_id = c.series_id AND x.time < c.time AND x.time >= c.time - look
-            ORDER BY x.time DESC LIMIT 4) p) b
+            ORDER BY x.time DESC LIMIT 8) p) b
     CROSS JOIN LATERAL (
       SELECT array_agg(n.t ORDER BY n.t) AS all_t,
              array_agg(n.t ORDER BY n.t) FILTER (WHERE NOT n.filled) AS own_t
@@ -772,24 +772,28 @@ BEGIN
               WHERE f.series_id = x.series_id AND f.time = x.time) AS filled
             FROM _prom_data.samples x
             WHERE x.series_id = c.series_id AND x.time >= c.time AND x.time <= c.time + look
-            ORDER BY x.time LIMIT 4) n) a
+            ORDER BY x.time LIMIT 8) n) a
     WINDOW w AS (PARTITION BY c.series_id ORDER BY c.time)
   ), measured AS (
-    -- The interval: the (lower) median spacing of the stored samples that
-    -- are not fills (the preferred stream: robust against a missed round,
-    -- one spacing of two intervals, and against a catch-up scrape; fills
-    -- are left out, as a fill splits a spacing into two of another phase
-    -- and would make later copies look like gaps); failing that, of the
-    -- staged samples of the series in this pass.
+    -- The interval: the most common spacing (within 10 %) of the stored
+    -- samples that are not fills, i.e. of the preferred stream. Most
+    -- common, since the odd spacings come from missed rounds (multiples)
+    -- and catch-up scrapes (fractions); fills left out, since a fill
+    -- splits a spacing into two of another phase, and counted in, would
+    -- make later copies look like gaps. Failing that, the staged samples'.
     SELECT n.*,
       extract(epoch FROM n.time - n.before[1]) * 1000 AS d_prev,
       extract(epoch FROM n.after[1] - n.time) * 1000 AS d_next,
       coalesce(
-        (SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY v) FROM (
-           SELECT extract(epoch FROM t - lag(t) OVER (ORDER BY t)) * 1000 AS v
-           FROM unnest(coalesce(n.before_own, '{}') || coalesce(n.after_own, '{}')) t
-         ) sp WHERE v > 0),
-        (SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY v) FROM (
+        (WITH sp AS (
+           SELECT v FROM (
+             SELECT extract(epoch FROM t - lag(t) OVER (ORDER BY t)) * 1000 AS v
+             FROM unnest(coalesce(n.before_own, '{}') || coalesce(n.after_own, '{}')) t) x
+           WHERE v > 0)
+         SELECT s1.v FROM sp s1
+         ORDER BY (SELECT count(*) FROM sp s2 WHERE abs(s2.v - s1.v) <= s1.v / 10) DESC, s1.v
+         LIMIT 1),
+        (SELECT min(v) FROM (
            SELECT extract(epoch FROM n.staged_prev) * 1000 AS v
            UNION ALL SELECT extract(epoch FROM n.staged_next) * 1000
          ) sp WHERE v > 0)) AS iv
