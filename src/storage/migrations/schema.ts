@@ -578,8 +578,10 @@ export const HA_RECONCILE_LOCK_CLASS = 0x68617263; // "harc"
  *    round, dropped;
  *  - else: a round the stored data lacks, filled (and logged in
  *    `ha_filled`).
- * The interval is the most common spacing of the series' stored samples
- * around (fills left out), or of its staged samples. A filled sample that a later (lagging)
+ * The interval is the most common spacing of the series' last stored
+ * samples (fills left out where enough remain; kept per series in
+ * `ha_series_interval` and remeasured every five minutes), or of its
+ * staged samples. A filled sample that a later (lagging)
  * leader sample turns out to double is removed again (`ha_filled` keeps
  * fills for `keep_filled`).
  *
@@ -603,6 +605,40 @@ CREATE TABLE _prom_data.ha_filled (
   filled_at   timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (series_id, time)
 );
+
+-- The scrape interval of each series the reconciler has met (see
+-- ha_reconcile), remeasured every five minutes.
+CREATE TABLE _prom_data.ha_series_interval (
+  series_id   bigint PRIMARY KEY,
+  interval_ms double precision NOT NULL,
+  measured_at timestamptz NOT NULL
+);
+
+-- The interval of series 'sid' around 'at': the most common spacing
+-- (within 10 %) of its 16 newest stored samples within 'look' of 'at'
+-- (with 'own_only', fills left out: the preferred stream), and how many
+-- spacings agree with it. Most common, since the odd spacings of a stream
+-- are multiples (missed rounds) or fractions (catch-up scrapes) of its
+-- interval; without fills, since a fill splits a spacing into two of
+-- another phase and, counted in, would make later copies look like gaps.
+CREATE FUNCTION _prom_catalog.ha_measure_interval(
+  sid bigint, at timestamptz, look interval, own_only boolean
+) RETURNS TABLE (interval_ms double precision, support bigint)
+LANGUAGE sql STABLE AS $fn$
+  WITH pts AS (
+    SELECT x.time AS t FROM _prom_data.samples x
+    WHERE x.series_id = sid AND x.time <= at + look AND x.time >= at - look
+      AND NOT (own_only AND EXISTS (
+        SELECT 1 FROM _prom_data.ha_filled f WHERE f.series_id = sid AND f.time = x.time))
+    ORDER BY x.time DESC LIMIT 16
+  ), sp AS (
+    SELECT v FROM (SELECT (extract(epoch FROM t - lag(t) OVER (ORDER BY t)) * 1000)::float8 AS v
+                   FROM pts) d
+    WHERE v > 0
+  )
+  SELECT s1.v, (SELECT count(*) FROM sp s2 WHERE abs(s2.v - s1.v) <= s1.v / 10) AS n
+  FROM sp s1 ORDER BY n DESC, s1.v LIMIT 1
+$fn$;
 
 -- Fences a write: takes each cluster's fence lock shared (until the end of
 -- the transaction), then reads the leases as they stand. A takeover holds
@@ -738,76 +774,77 @@ BEGIN
   SELECT count(*) INTO n_undone FROM gone;
   DELETE FROM _prom_data.ha_filled WHERE filled_at < now() - keep_filled;
 
+  CREATE TEMP TABLE IF NOT EXISTS ha_cand (
+    tid tid, series_id bigint, time timestamptz, value double precision,
+    expired boolean, long_expired boolean
+  ) ON COMMIT DELETE ROWS;
+  CREATE TEMP TABLE IF NOT EXISTS ha_iv (
+    series_id bigint, interval_ms double precision, support bigint
+  ) ON COMMIT DELETE ROWS;
   CREATE TEMP TABLE IF NOT EXISTS ha_judged (
     tid tid, series_id bigint, time timestamptz, value double precision,
     verdict "char", interval_ms double precision
   ) ON COMMIT DELETE ROWS;
+  INSERT INTO ha_cand
+  SELECT c.ctid, c.series_id, c.time, c.value, c.staged_at <= now() - give_up,
+    c.staged_at <= now() - 10 * give_up
+  FROM _prom_data.ha_stage c
+  WHERE c.staged_at <= now() - settle
+  LIMIT max_rows;
+
+  -- Intervals of the series in this pass that have none kept, or one
+  -- older than five minutes (see ha_measure_interval): from the preferred
+  -- stream when at least three spacings agree, else from every stored
+  -- sample. Kept when at least three spacings agree.
+  INSERT INTO ha_iv
+  SELECT s.series_id,
+    CASE WHEN coalesce(o.support, 0) >= 3 OR a.support IS NULL OR o.support >= a.support
+         THEN o.interval_ms ELSE a.interval_ms END,
+    greatest(o.support, a.support)
+  FROM (SELECT series_id, max(time) AS at FROM ha_cand GROUP BY series_id) s
+  LEFT JOIN _prom_data.ha_series_interval si ON si.series_id = s.series_id
+  LEFT JOIN LATERAL _prom_catalog.ha_measure_interval(s.series_id, s.at, look, true) o ON true
+  LEFT JOIN LATERAL _prom_catalog.ha_measure_interval(s.series_id, s.at, look, false) a
+    ON coalesce(o.support, 0) < 3
+  WHERE si.series_id IS NULL OR si.measured_at < now() - interval '5 minutes';
+  INSERT INTO _prom_data.ha_series_interval (series_id, interval_ms, measured_at)
+  SELECT series_id, interval_ms, now() FROM ha_iv WHERE support >= 3
+  ON CONFLICT (series_id) DO UPDATE
+    SET interval_ms = EXCLUDED.interval_ms, measured_at = EXCLUDED.measured_at;
+  -- Now and then, forget the intervals of series not met for a day.
+  IF random() < 0.001 THEN
+    DELETE FROM _prom_data.ha_series_interval WHERE measured_at < now() - interval '1 day';
+  END IF;
+
   INSERT INTO ha_judged
-  WITH cand AS (
-    SELECT c.ctid AS tid, c.series_id, c.time, c.value, c.staged_at <= now() - give_up AS expired,
-      c.staged_at <= now() - 10 * give_up AS long_expired
-    FROM _prom_data.ha_stage c
-    WHERE c.staged_at <= now() - settle
-    LIMIT max_rows
-  ), near AS (
-    -- Up to eight stored samples on each side, and which of them are fills.
-    SELECT c.*, b.all_t AS before, b.own_t AS before_own, a.all_t AS after, a.own_t AS after_own,
-      c.time - lag(c.time) OVER w AS staged_prev,
-      lead(c.time) OVER w - c.time AS staged_next
-    FROM cand c
-    CROSS JOIN LATERAL (
-      SELECT array_agg(p.t ORDER BY p.t DESC) AS all_t,
-             array_agg(p.t ORDER BY p.t DESC) FILTER (WHERE NOT p.filled) AS own_t
-      FROM (SELECT x.time AS t, EXISTS (
-              SELECT 1 FROM _prom_data.ha_filled f
-              WHERE f.series_id = x.series_id AND f.time = x.time) AS filled
-            FROM _prom_data.samples x
-            WHERE x.series_id = c.series_id AND x.time < c.time AND x.time >= c.time - look
-            ORDER BY x.time DESC LIMIT 8) p) b
-    CROSS JOIN LATERAL (
-      SELECT array_agg(n.t ORDER BY n.t) AS all_t,
-             array_agg(n.t ORDER BY n.t) FILTER (WHERE NOT n.filled) AS own_t
-      FROM (SELECT x.time AS t, EXISTS (
-              SELECT 1 FROM _prom_data.ha_filled f
-              WHERE f.series_id = x.series_id AND f.time = x.time) AS filled
-            FROM _prom_data.samples x
-            WHERE x.series_id = c.series_id AND x.time >= c.time AND x.time <= c.time + look
-            ORDER BY x.time LIMIT 8) n) a
+  WITH near AS (
+    SELECT c.*,
+      (SELECT max(x.time) FROM _prom_data.samples x
+       WHERE x.series_id = c.series_id AND x.time < c.time AND x.time >= c.time - look) AS prev,
+      (SELECT min(x.time) FROM _prom_data.samples x
+       WHERE x.series_id = c.series_id AND x.time >= c.time AND x.time <= c.time + look) AS next,
+      coalesce(si.interval_ms, v.interval_ms, extract(epoch FROM least(
+        nullif(c.time - lag(c.time) OVER w, interval '0'),
+        nullif(lead(c.time) OVER w - c.time, interval '0'))) * 1000) AS iv
+    FROM ha_cand c
+    LEFT JOIN _prom_data.ha_series_interval si ON si.series_id = c.series_id
+    LEFT JOIN ha_iv v ON v.series_id = c.series_id
     WINDOW w AS (PARTITION BY c.series_id ORDER BY c.time)
   ), measured AS (
-    -- The interval: the most common spacing (within 10 %) of the stored
-    -- samples that are not fills, i.e. of the preferred stream. Most
-    -- common, since the odd spacings come from missed rounds (multiples)
-    -- and catch-up scrapes (fractions); fills left out, since a fill
-    -- splits a spacing into two of another phase, and counted in, would
-    -- make later copies look like gaps. Failing that, the staged samples'.
     SELECT n.*,
-      extract(epoch FROM n.time - n.before[1]) * 1000 AS d_prev,
-      extract(epoch FROM n.after[1] - n.time) * 1000 AS d_next,
-      coalesce(
-        (WITH sp AS (
-           SELECT v FROM (
-             SELECT extract(epoch FROM t - lag(t) OVER (ORDER BY t)) * 1000 AS v
-             FROM unnest(coalesce(n.before_own, '{}') || coalesce(n.after_own, '{}')) t) x
-           WHERE v > 0)
-         SELECT s1.v FROM sp s1
-         ORDER BY (SELECT count(*) FROM sp s2 WHERE abs(s2.v - s1.v) <= s1.v / 10) DESC, s1.v
-         LIMIT 1),
-        (SELECT min(v) FROM (
-           SELECT extract(epoch FROM n.staged_prev) * 1000 AS v
-           UNION ALL SELECT extract(epoch FROM n.staged_next) * 1000
-         ) sp WHERE v > 0)) AS iv
+      extract(epoch FROM n.time - n.prev) * 1000 AS d_prev,
+      extract(epoch FROM n.next - n.time) * 1000 AS d_next
     FROM near n
   )
   SELECT m.tid, m.series_id, m.time, m.value,
     CASE
-      WHEN m.d_prev = 0 OR m.d_next = 0 THEN 'd'
+      WHEN m.d_next = 0 THEN 'd'
       WHEN m.iv IS NOT NULL AND (m.d_prev < m.iv / 2 OR m.d_next < m.iv / 2) THEN 'd'
       -- A stored neighbour but no interval yet (a series' first samples):
       -- whether it is a copy cannot be told; wait for more samples.
-      WHEN m.iv IS NULL AND (m.before IS NOT NULL OR m.after IS NOT NULL)
+      WHEN m.iv IS NULL AND (m.prev IS NOT NULL OR m.next IS NOT NULL)
            AND NOT m.long_expired THEN 'w'
-      WHEN m.after IS NOT NULL OR m.expired THEN 'f'
+      WHEN m.next IS NOT NULL OR m.expired THEN 'f'
       ELSE 'w'
     END,
     m.iv
