@@ -13,10 +13,14 @@ import { realTimers, type Timers } from "./clusters.ts";
 import type { LeaseTimings } from "./lease.ts";
 import type { LeaseStore, ReconcileOptions } from "./lease_store.ts";
 
-/** Staged samples decided per call at most; a pass calls again while calls come back full. */
-const MAX_ROWS = 100_000;
+/**
+ * Staged samples decided per call (one transaction) at most; a pass calls
+ * again while calls come back full. Small, so that a takeover waiting for
+ * the reconcile lock gets it between two calls.
+ */
+const MAX_ROWS = 20_000;
 /** Calls per pass at most, so one pass cannot run for ever under a flood. */
-const MAX_CALLS = 10;
+const MAX_CALLS = 20;
 
 /** Reconcile settings derived from the HA timings (ms). */
 export function reconcileOptions(t: LeaseTimings): ReconcileOptions & { everyMs: number } {
