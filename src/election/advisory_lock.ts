@@ -31,7 +31,7 @@
  */
 import { unixSocket } from "../storage/db.ts";
 import { postgres, type Sql } from "../../deps.ts";
-import { MIGRATION_LOCK_KEY } from "../storage/migrations/schema.ts";
+import { INTERNAL_LOCK_KEYS } from "../storage/locks.ts";
 import type { Logger } from "../telemetry/log.ts";
 import type { ConnectorMetrics } from "../telemetry/metrics.ts";
 
@@ -178,10 +178,12 @@ export class AdvisoryLockElection {
         `Leader election grace ${this.#graceMs} ms must exceed validity ${this.#validityMs} ms`,
       );
     }
-    if (o.lockId === MIGRATION_LOCK_KEY) {
-      // Holding it would block every other connector's start (migrations).
+    const internal = INTERNAL_LOCK_KEYS.get(o.lockId);
+    if (internal !== undefined) {
+      // Holding it would block the connectors' own work (migrations at
+      // start, partitions, retention).
       throw new Error(
-        `Leader election lock id "${o.lockId}" is the schema migration lock; choose another`,
+        `Leader election lock id "${o.lockId}" is the advisory lock of ${internal}; choose another`,
       );
     }
     const key = BigInt(o.lockId);

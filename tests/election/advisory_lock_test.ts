@@ -16,7 +16,7 @@ import type { DecodedWrite } from "../../src/remote_write/decode.ts";
 import { silentLogger } from "../../src/telemetry/log.ts";
 import { ConnectorMetrics } from "../../src/telemetry/metrics.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "../helpers/assert.ts";
-import { MIGRATION_LOCK_KEY } from "../../src/storage/migrations/schema.ts";
+import { INTERNAL_LOCK_KEYS } from "../../src/storage/locks.ts";
 import { type FreshDatabase, freshDatabase } from "../helpers/db.ts";
 
 /** Short periods: a tick of 200 ms, the Prometheus check every second. */
@@ -432,20 +432,23 @@ Deno.test("ElectionFilter: the leader stores, a follower drops with 2xx and coun
   }
 });
 
-Deno.test("AdvisoryLockElection refuses the schema migration lock's key", () => {
+Deno.test("AdvisoryLockElection refuses the keys of the connector's own advisory locks", () => {
   const metrics = new ConnectorMetrics();
-  assertThrows(
-    () =>
-      new AdvisoryLockElection({
-        lockId: MIGRATION_LOCK_KEY,
-        prometheusTimeoutMs: 1_000,
-        openPool: () => {
-          throw new Error("no connection expected");
-        },
-        metrics,
-        log: silentLogger,
-      }),
-    Error,
-    "is the schema migration lock",
-  );
+  assertEquals(INTERNAL_LOCK_KEYS.size, 3, "migrations, partitions, retention");
+  for (const [key, what] of INTERNAL_LOCK_KEYS) {
+    assertThrows(
+      () =>
+        new AdvisoryLockElection({
+          lockId: key,
+          prometheusTimeoutMs: 1_000,
+          openPool: () => {
+            throw new Error("no connection expected");
+          },
+          metrics,
+          log: silentLogger,
+        }),
+      Error,
+      `is the advisory lock of ${what}`,
+    );
+  }
 });
