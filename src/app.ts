@@ -10,6 +10,7 @@ import { type IngestFilter, passThrough, writeHandler } from "./remote_write/han
 import { HaFilter } from "./ha/filter.ts";
 import { HaClusters } from "./ha/clusters.ts";
 import { Reconciler } from "./ha/reconciler.ts";
+import { RecentLeaderSamples } from "./ha/recent.ts";
 import {
   AdvisoryLockElection,
   ELECTION_APP_NAME,
@@ -154,6 +155,7 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
         clusterLabel: ha.clusterLabel,
         replicaLabel: ha.replicaLabel,
         metrics,
+        recent: new RecentLeaderSamples(),
       });
     }
     if (cfg.legacyElection.advisoryLockId !== null) {

@@ -11,10 +11,11 @@ import { mapDbError } from "../storage/db.ts";
 import { BadRequestError } from "../errors.ts";
 import type { DecodedWrite } from "../remote_write/decode.ts";
 import type { FilterResult, IngestFilter } from "../remote_write/handler.ts";
-import type { Fence, WriteSeries } from "../storage/writer.ts";
+import { type Fence, seriesKey, type WriteSeries } from "../storage/writer.ts";
 import type { ConnectorMetrics } from "../telemetry/metrics.ts";
 import type { HaClusters } from "./clusters.ts";
 import { overdue, Route, route, typicalTime } from "./lease.ts";
+import type { RecentLeaderSamples } from "./recent.ts";
 
 /** Settings of the HA filter. */
 export interface HaFilterOptions {
@@ -22,6 +23,8 @@ export interface HaFilterOptions {
   clusterLabel: string;
   replicaLabel: string;
   metrics: ConnectorMetrics;
+  /** Recognises followers' copies of leader samples this connector wrote (recent.ts). */
+  recent?: RecentLeaderSamples;
 }
 
 interface Group {
@@ -85,30 +88,16 @@ export class HaFilter implements IngestFilter {
       v = await clusters.checkLeader(s, other.replica, typical(decoded, g, other.replica)) ?? v;
       if (v.leader === other.replica) clusters.heard(s);
     }
-    const { replicaLabel } = this.#o;
-    let accepted = 0, stagedCount = 0;
+    const { replicaLabel, recent } = this.#o;
+    let accepted = 0, stagedCount = 0, copies = 0;
     const newest: number[] = [];
+    const noted: { key: string; times: ArrayLike<number> }[] = [];
     for (const m of g.members) {
       const src = decoded.series[m.index];
       const ts = src.timestamps;
       if (ts.length === 0) continue;
       const labels = src.labels.filter((l) => l.name !== replicaLabel);
-      // Samples of a series are in time order, so the leader's split at
-      // the lease start is one cut (out-of-order ones are routed one by one).
-      let cut = 0;
-      while (cut < ts.length && route(v, m.replica, ts[cut]) === Route.Stage) cut++;
-      let ordered = true;
-      for (let i = cut + 1; i < ts.length && ordered; i++) ordered = ts[i] >= ts[i - 1];
-      if (ordered) {
-        if (cut > 0) staged.push(slice(labels, src, 0, cut));
-        if (cut < ts.length) {
-          direct.push(cut === 0 ? { ...src, labels } : slice(labels, src, cut, ts.length));
-          newest.push(ts[ts.length - 1]);
-        }
-        stagedCount += cut;
-        accepted += ts.length - cut;
-        continue;
-      }
+      const key = recent ? seriesKey(labels) : "";
       const keep: number[] = [];
       const stage: number[] = [];
       let top = -Infinity;
@@ -116,15 +105,23 @@ export class HaFilter implements IngestFilter {
         if (route(v, m.replica, ts[i]) === Route.Direct) {
           keep.push(i);
           if (ts[i] > top) top = ts[i];
-        } else stage.push(i);
+        } else if (recent?.isCopy(key, ts[i])) copies++;
+        else stage.push(i);
       }
       if (keep.length) {
-        direct.push(pick(labels, src, keep));
+        const d = keep.length === ts.length ? { ...src, labels } : pick(labels, src, keep);
+        direct.push(d);
         newest.push(top);
+        if (recent) noted.push({ key, times: d.timestamps });
       }
-      if (stage.length) staged.push(pick(labels, src, stage));
+      if (stage.length) {
+        staged.push(stage.length === ts.length ? { ...src, labels } : pick(labels, src, stage));
+      }
       stagedCount += stage.length;
       accepted += keep.length;
+    }
+    if (copies) {
+      this.#o.metrics.samplesDropped.inc({ cluster: g.cluster, reason: "duplicate" }, copies);
     }
     const m = this.#o.metrics;
     if (accepted) m.samplesAccepted.inc({ cluster: g.cluster }, accepted);
@@ -133,7 +130,10 @@ export class HaFilter implements IngestFilter {
     const { leader, start } = v;
     const top = typicalTime(newest);
     fences.push({ cluster: g.cluster, leader, start, lost: () => clusters.invalidate(s) });
-    commits.push(() => clusters.written(s, leader, start, top));
+    commits.push(() => {
+      clusters.written(s, leader, start, top);
+      for (const n of noted) recent!.note(n.key, n.times);
+    });
   }
 
   /** Groups series by cluster; 400 when a series has only one of the two labels. */
@@ -192,18 +192,6 @@ function typical(decoded: DecodedWrite, g: Group, replica: string): number {
     if (top > -Infinity) newest.push(top);
   }
   return typicalTime(newest);
-}
-
-function slice(
-  labels: WriteSeries["labels"],
-  src: WriteSeries,
-  from: number,
-  to: number,
-): WriteSeries {
-  const ts = src.timestamps;
-  const t = new Float64Array(to - from);
-  for (let i = from; i < to; i++) t[i - from] = ts[i];
-  return { labels, timestamps: t, values: src.values.subarray(from, to) };
 }
 
 function pick(labels: WriteSeries["labels"], src: WriteSeries, idx: number[]): WriteSeries {
