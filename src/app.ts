@@ -156,6 +156,7 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
         replicaLabel: ha.replicaLabel,
         metrics,
         recent: new RecentLeaderSamples(),
+        seriesId: (labels) => cache.get(labels),
       });
     }
     if (cfg.legacyElection.advisoryLockId !== null) {

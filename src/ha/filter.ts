@@ -11,7 +11,7 @@ import { mapDbError } from "../storage/db.ts";
 import { BadRequestError } from "../errors.ts";
 import type { DecodedWrite } from "../remote_write/decode.ts";
 import type { FilterResult, IngestFilter } from "../remote_write/handler.ts";
-import { type Fence, seriesKey, type WriteSeries } from "../storage/writer.ts";
+import type { Fence, WriteSeries } from "../storage/writer.ts";
 import type { ConnectorMetrics } from "../telemetry/metrics.ts";
 import type { HaClusters } from "./clusters.ts";
 import { overdue, Route, route, typicalTime } from "./lease.ts";
@@ -25,6 +25,8 @@ export interface HaFilterOptions {
   metrics: ConnectorMetrics;
   /** Recognises followers' copies of leader samples this connector wrote (recent.ts). */
   recent?: RecentLeaderSamples;
+  /** The id of a series if cached (the writer's series cache), for `recent`. */
+  seriesId?: (labels: WriteSeries["labels"]) => number | undefined;
 }
 
 interface Group {
@@ -88,16 +90,18 @@ export class HaFilter implements IngestFilter {
       v = await clusters.checkLeader(s, other.replica, typical(decoded, g, other.replica)) ?? v;
       if (v.leader === other.replica) clusters.heard(s);
     }
-    const { replicaLabel, recent } = this.#o;
+    const { replicaLabel, seriesId } = this.#o;
+    const recent = seriesId ? this.#o.recent : undefined;
     let accepted = 0, stagedCount = 0, copies = 0;
     const newest: number[] = [];
-    const noted: { key: string; times: ArrayLike<number> }[] = [];
+    const noted: WriteSeries[] = [];
     for (const m of g.members) {
       const src = decoded.series[m.index];
       const ts = src.timestamps;
       if (ts.length === 0) continue;
       const labels = src.labels.filter((l) => l.name !== replicaLabel);
-      const key = recent ? seriesKey(labels) : "";
+      // Not cached: not written lately through this connector, no copy known.
+      const key = recent && seriesId!(labels);
       const keep: number[] = [];
       const stage: number[] = [];
       let top = -Infinity;
@@ -105,14 +109,14 @@ export class HaFilter implements IngestFilter {
         if (route(v, m.replica, ts[i]) === Route.Direct) {
           keep.push(i);
           if (ts[i] > top) top = ts[i];
-        } else if (recent?.isCopy(key, ts[i])) copies++;
+        } else if (key !== undefined && recent?.isCopy(key, ts[i])) copies++;
         else stage.push(i);
       }
       if (keep.length) {
         const d = keep.length === ts.length ? { ...src, labels } : pick(labels, src, keep);
         direct.push(d);
         newest.push(top);
-        if (recent) noted.push({ key, times: d.timestamps });
+        if (recent) noted.push(d);
       }
       if (stage.length) {
         staged.push(stage.length === ts.length ? { ...src, labels } : pick(labels, src, stage));
@@ -132,7 +136,11 @@ export class HaFilter implements IngestFilter {
     fences.push({ cluster: g.cluster, leader, start, lost: () => clusters.invalidate(s) });
     commits.push(() => {
       clusters.written(s, leader, start, top);
-      for (const n of noted) recent!.note(n.key, n.times);
+      // After the commit the writer has cached the ids.
+      for (const d of noted) {
+        const id = seriesId!(d.labels);
+        if (id !== undefined) recent!.note(id, d.timestamps);
+      }
     });
   }
 

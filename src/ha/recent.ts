@@ -20,7 +20,7 @@ const KEPT = 4;
 
 /** See the module comment. */
 export class RecentLeaderSamples {
-  readonly #rings = new Map<string, Float64Array>();
+  readonly #rings = new Map<number, Float64Array>();
 
   /** `max`: series remembered at most (the oldest noted are forgotten first). */
   constructor(readonly max = 100_000) {}
@@ -30,8 +30,8 @@ export class RecentLeaderSamples {
     return this.#rings.size;
   }
 
-  /** Notes leader samples of series `key` that are committed. */
-  note(key: string, times: ArrayLike<number>): void {
+  /** Notes leader samples of series `key` (its id) that are committed. */
+  note(key: number, times: ArrayLike<number>): void {
     let ring = this.#rings.get(key);
     if (!ring) {
       if (this.#rings.size >= this.max) {
@@ -60,7 +60,7 @@ export class RecentLeaderSamples {
   }
 
   /** True when `t` is a copy of a leader sample of series `key` noted here. */
-  isCopy(key: string, t: number): boolean {
+  isCopy(key: number, t: number): boolean {
     const ring = this.#rings.get(key);
     if (!ring) return false;
     const interval = agreedSpacing(ring);
