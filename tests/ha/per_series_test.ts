@@ -89,7 +89,7 @@ async function withWorld(
   } finally {
     for (const c of connectors) await c.stop();
     await killAll();
-    await db.drop();
+    if (!Deno.env.get("HA_KEEP_DB")) await db.drop();
   }
 }
 

@@ -700,6 +700,19 @@ BEGIN
   boundary := greatest(l.lease_start,
                        least(l.max_time + interval '1 millisecond',
                              coalesce(boundary_hint, l.max_time + interval '1 millisecond')));
+  -- The intervals of the series about to be re-staged, measured while
+  -- their stored samples are all there: afterwards the stored data around
+  -- the boundary is sparse, and a slow series' interval could not be told.
+  INSERT INTO _prom_data.ha_series_interval (series_id, interval_ms, measured_at)
+  SELECT t.series_id, m.interval_ms, now()
+  FROM (SELECT DISTINCT x.series_id
+        FROM _prom_data.samples x JOIN _prom_catalog.series s ON s.id = x.series_id
+        WHERE s.labels @> jsonb_build_object(cluster_label, cluster)
+          AND x.time >= boundary - overlap) t
+  CROSS JOIN LATERAL _prom_catalog.ha_measure_interval(
+    t.series_id, boundary, greatest(2 * overlap, interval '15 minutes'), false) m
+  ON CONFLICT (series_id) DO UPDATE
+    SET interval_ms = EXCLUDED.interval_ms, measured_at = EXCLUDED.measured_at;
   WITH moved AS (
     DELETE FROM _prom_data.samples x
     USING _prom_catalog.series s
