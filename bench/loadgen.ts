@@ -3,6 +3,7 @@
  *
  *   deno run -A bench/loadgen.ts --url http://127.0.0.1:9201/write --plan plan.bin
  *     [--pid <connector pid>] [--pg-db <database>]
+ *     [--drain-uri <database uri> [--drain-timeout 60]]
  *
  * Reads a plan of pre-encoded bodies (bench/payloads.ts), sends the warm-up
  * slot (untimed), then starts the clock and sends every timed request: one
@@ -12,8 +13,16 @@
  * the timed part by itself, by the process `--pid` and by PostgreSQL (the
  * processes serving `--pg-db`, from /proc).
  *
+ * With `--drain-uri` (the HA load of the per-series design), it then waits
+ * until the database's HA stage (`_prom_data.ha_stage`, where followers'
+ * samples wait for the reconciler) is empty, at most `--drain-timeout`
+ * seconds, and reports the CPU of the timed part and the drain together:
+ * the reconciler's work on the load is part of its cost. Without the table
+ * (an older schema) there is nothing to wait for.
+ *
  * @module
  */
+import { postgres } from "../deps.ts";
 import { loadPlan, type PlannedRequest } from "./payloads.ts";
 import { CpuSampler, cpuSeconds, postgresOf } from "./proc.ts";
 
@@ -30,6 +39,8 @@ export interface LoadResult {
   ackedSamples: Record<string, number>;
   /** Samples of timed requests answered 2xx, by role. */
   timedAckedSamples: Record<string, number>;
+  /** Samples of timed requests sent (whatever the answer), by role. */
+  timedSentSamples: Record<string, number>;
   /** Seconds the untimed warm-up slot took. */
   warmupSeconds: number;
   /** Samples answered otherwise, by role, warm-up included. */
@@ -37,6 +48,22 @@ export interface LoadResult {
   /** First non-2xx answer bodies (a few), for the report. */
   errors: string[];
   cpu: { generator: number; target: number; postgres: number };
+  /**
+   * With `--drain-uri`: the wait for an empty HA stage after the timed part;
+   * CPU seconds of the target and PostgreSQL over the timed part and the
+   * drain together.
+   */
+  drain?: {
+    seconds: number;
+    /** False when the stage was still not empty at the timeout (or has no table). */
+    empty: boolean;
+    /** Rows left in the stage at the end. */
+    left: number;
+    /** False when the database has no `_prom_data.ha_stage` (an older schema). */
+    staging: boolean;
+    target: number;
+    postgres: number;
+  };
 }
 
 function arg(name: string): string | undefined {
@@ -55,7 +82,19 @@ async function main(): Promise<void> {
   if (!url || !planPath) throw new Error("Usage: loadgen.ts --url <write url> --plan <file>");
   const pid = Number(arg("pid") ?? 0);
   const db = arg("pg-db");
+  const drainUri = arg("drain-uri");
+  const drainTimeoutMs = Number(arg("drain-timeout") ?? 60) * 1000;
   const plan = await loadPlan(planPath);
+  // The drain's connection is made before any clock starts.
+  const drainSql = drainUri
+    ? postgres(drainUri, { max: 1, onnotice: () => {}, connect_timeout: 10 })
+    : undefined;
+  let staging = false;
+  if (drainSql) {
+    const [r] = await drainSql<{ t: boolean }[]>`
+      SELECT to_regclass('_prom_data.ha_stage') IS NOT NULL AS t`;
+    staging = r.t;
+  }
   const headers = {
     "content-encoding": "snappy",
     "content-type": "application/x-protobuf",
@@ -70,6 +109,10 @@ async function main(): Promise<void> {
   let timedAcked = 0;
   const timedByRole: Record<string, number> = {};
 
+  const timedSent: Record<string, number> = {};
+  for (const list of plan.timed) {
+    for (const r of list) timedSent[r.role] = (timedSent[r.role] ?? 0) + r.samples;
+  }
   const send = async (r: PlannedRequest, timed: boolean) => {
     const t0 = performance.now();
     let code: number;
@@ -118,7 +161,37 @@ async function main(): Promise<void> {
   const seconds = (performance.now() - t0) / 1000;
   const target1 = pid ? cpuSeconds(pid) : 0;
   const gen1 = cpuSeconds("self");
-  const pgCpu = pg ? pg.stop() : 0;
+  const pgCpu = pg ? pg.read() : 0;
+  let drain: LoadResult["drain"];
+  if (drainSql) {
+    const d0 = performance.now();
+    let left = 0;
+    if (staging) {
+      while (true) {
+        const [r] = await drainSql<{ busy: boolean }[]>`
+          SELECT EXISTS (SELECT 1 FROM _prom_data.ha_stage) AS busy`;
+        if (!r.busy || performance.now() - d0 >= drainTimeoutMs) {
+          if (r.busy) {
+            const [c] = await drainSql<{ n: string }[]>`
+              SELECT count(*) AS n FROM _prom_data.ha_stage`;
+            left = Number(c.n);
+          }
+          break;
+        }
+        await new Promise((res) => setTimeout(res, 100));
+      }
+    }
+    drain = {
+      seconds: (performance.now() - d0) / 1000,
+      empty: staging && left === 0,
+      left,
+      staging,
+      target: pid ? cpuSeconds(pid) - target0 : 0,
+      postgres: pg ? pg.read() : 0,
+    };
+    await drainSql.end({ timeout: 5 });
+  }
+  pg?.stop();
 
   latencies.sort((a, b) => a - b);
   const result: LoadResult = {
@@ -133,10 +206,12 @@ async function main(): Promise<void> {
     status,
     ackedSamples: acked,
     timedAckedSamples: timedByRole,
+    timedSentSamples: timedSent,
     warmupSeconds,
     failedSamples: failed,
     errors,
     cpu: { generator: gen1 - gen0, target: target1 - target0, postgres: pgCpu },
+    drain,
   };
   console.log(JSON.stringify(result));
 }

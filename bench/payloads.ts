@@ -266,10 +266,14 @@ export interface HaLoad {
   /** Leader (heard first), then follower. */
   replicas: [string, string];
   /**
-   * How many slots the follower's batches trail the leader's, per sender.
-   * A follower's sample is dropped (2xx) once the leader has written
-   * samples a handover window (half the failover timeout) newer; before
-   * that the connector holds it back and may answer 503.
+   * How many slots the follower's batches trail the leader's, per sender;
+   * 0: each follower batch right after the leader's batch of the same
+   * samples (the same rounds at the same time). The connector stages every
+   * follower sample and acknowledges it at once, whatever the lag; before
+   * commit d23a5a0 (the handover design) it dropped a follower's sample
+   * only once the leader had written samples a handover window (half the
+   * failover timeout) newer, and held it back (then 503) before that, so
+   * a lag of more than that window was needed there.
    */
   lagSlots: number;
 }

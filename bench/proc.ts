@@ -93,6 +93,11 @@ export class CpuSampler {
   /** Stops polling and returns the CPU seconds used since `start()`. */
   stop(): number {
     clearInterval(this.#timer);
+    return this.read();
+  }
+
+  /** The CPU seconds used since `start()` so far (polling goes on until `stop()`). */
+  read(): number {
     this.#scan(false);
     let ticks = 0;
     for (const p of this.#known.values()) ticks += p.last - p.base;
