@@ -580,8 +580,7 @@ export const HA_RECONCILE_LOCK_CLASS = 0x68617263; // "harc"
  *    `ha_filled`).
  * The interval is the most common spacing of the series' last stored
  * samples (fills left out where enough remain; kept per series in
- * `ha_series_interval` and remeasured every five minutes), or of its
- * staged samples. A filled sample that a later (lagging)
+ * `ha_series_interval` and remeasured every five minutes). A filled sample that a later (lagging)
  * leader sample turns out to double is removed again (`ha_filled` keeps
  * fills for `keep_filled`).
  *
@@ -636,8 +635,16 @@ LANGUAGE sql STABLE AS $fn$
                    FROM pts) d
     WHERE v > 0
   )
-  SELECT s1.v, (SELECT count(*) FROM sp s2 WHERE abs(s2.v - s1.v) <= s1.v / 10) AS n
-  FROM sp s1 ORDER BY n DESC, s1.v LIMIT 1
+  , best AS (
+    SELECT s1.v, (SELECT count(*) FROM sp s2 WHERE abs(s2.v - s1.v) <= s1.v / 10) AS n
+    FROM sp s1 ORDER BY n DESC, s1.v LIMIT 1
+  )
+  -- The median of the spacings that agree, not the smallest of them: a
+  -- few per cent short, it would take two replicas' samples just under
+  -- half an interval apart for two rounds.
+  SELECT (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s2.v) FROM sp s2
+          WHERE abs(s2.v - best.v) <= best.v / 10), best.n
+  FROM best
 $fn$;
 
 -- Fences a write: takes each cluster's fence lock shared (until the end of
@@ -773,13 +780,21 @@ BEGIN
   -- most of a pass (about 0.5 s for 20k staged samples).
   PERFORM set_config('jit', 'off', true);
   -- Fills that a later sample of the preferred stream doubles: remove.
-  WITH doubled AS (
-    SELECT f.series_id, f.time FROM _prom_data.ha_filled f
+  -- The interval known now counts too, when larger: a fill made under an
+  -- estimate that was too short is repaired once a better one is known.
+  WITH fills AS (
+    SELECT f.series_id, f.time,
+      greatest(f.interval_ms, coalesce(si.interval_ms, 0)) / 2 * interval '1 millisecond' AS half
+    FROM _prom_data.ha_filled f
+    LEFT JOIN _prom_data.ha_series_interval si ON si.series_id = f.series_id
+  ), doubled AS (
+    SELECT f.series_id, f.time FROM fills f
     WHERE EXISTS (
       SELECT 1 FROM _prom_data.samples y
       WHERE y.series_id = f.series_id AND y.time <> f.time
-        AND y.time > f.time - f.interval_ms / 2 * interval '1 millisecond'
-        AND y.time < f.time + f.interval_ms / 2 * interval '1 millisecond')
+        AND y.time > f.time - f.half AND y.time < f.time + f.half
+        AND NOT EXISTS (SELECT 1 FROM _prom_data.ha_filled g
+                        WHERE g.series_id = y.series_id AND g.time = y.time))
   ), gone AS (
     DELETE FROM _prom_data.samples x USING doubled d
     WHERE x.series_id = d.series_id AND x.time = d.time
@@ -840,13 +855,12 @@ BEGIN
        WHERE x.series_id = c.series_id AND x.time < c.time AND x.time >= c.time - look) AS prev,
       (SELECT min(x.time) FROM _prom_data.samples x
        WHERE x.series_id = c.series_id AND x.time >= c.time AND x.time <= c.time + look) AS next,
-      coalesce(si.interval_ms, v.interval_ms, extract(epoch FROM least(
-        nullif(c.time - lag(c.time) OVER w, interval '0'),
-        nullif(lead(c.time) OVER w - c.time, interval '0'))) * 1000) AS iv
+      -- Not the staged samples' spacing: they mix replicas (and, after a
+      -- takeover, the old leader's re-staged samples), whose phases differ.
+      coalesce(si.interval_ms, v.interval_ms) AS iv
     FROM ha_cand c
     LEFT JOIN _prom_data.ha_series_interval si ON si.series_id = c.series_id
     LEFT JOIN ha_iv v ON v.series_id = c.series_id
-    WINDOW w AS (PARTITION BY c.series_id ORDER BY c.time)
   ), measured AS (
     SELECT n.*,
       extract(epoch FROM n.time - n.prev) * 1000 AS d_prev,
