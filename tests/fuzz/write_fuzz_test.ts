@@ -775,13 +775,14 @@ export async function runWriteFuzz(requests: number, seed: number, concurrency: 
           "127.0.0.1:0",
           "--db.connections-max",
           "4",
-          // A short failover timeout: staged samples no leader sample
-          // passes are decided that soon after the run.
+          // A failover timeout short enough that staged samples no leader
+          // sample passes are decided soon after the run, long enough that
+          // the leader (anchored first) keeps its lease on a loaded machine.
           ...(ha
             ? [
               "--metrics.high-availability",
               "--metrics.high-availability.failover-timeout",
-              "5s",
+              "15s",
               "--metrics.high-availability.lease-refresh",
               "1s",
             ]

@@ -715,7 +715,10 @@ BEGIN
   FROM (SELECT DISTINCT x.series_id
         FROM _prom_data.samples x JOIN _prom_catalog.series s ON s.id = x.series_id
         WHERE s.labels @> jsonb_build_object(cluster_label, cluster)
-          AND x.time >= boundary - overlap) t
+          AND x.time >= boundary - overlap
+          AND NOT EXISTS (SELECT 1 FROM _prom_data.ha_series_interval si
+                          WHERE si.series_id = x.series_id
+                            AND si.measured_at > now() - interval '5 minutes')) t
   CROSS JOIN LATERAL _prom_catalog.ha_measure_interval(
     t.series_id, boundary, greatest(2 * overlap, interval '15 minutes'), false) m
   ON CONFLICT (series_id) DO UPDATE
