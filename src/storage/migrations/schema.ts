@@ -831,16 +831,18 @@ BEGIN
   -- older than five minutes (see ha_measure_interval): from the preferred
   -- stream when at least three spacings agree, else from every stored
   -- sample. Kept when at least three spacings agree.
+  -- Every stored sample only when the preferred stream gives nothing:
+  -- fills interleaved with it (after a takeover) have another phase, and
+  -- three alternating spacings would agree on a fraction of the interval.
+  -- Only a measure of the preferred stream is kept.
   INSERT INTO ha_iv
-  SELECT s.series_id,
-    CASE WHEN coalesce(o.support, 0) >= 3 OR a.support IS NULL OR o.support >= a.support
-         THEN o.interval_ms ELSE a.interval_ms END,
-    greatest(o.support, a.support)
+  SELECT s.series_id, coalesce(o.interval_ms, a.interval_ms),
+    CASE WHEN o.interval_ms IS NOT NULL THEN o.support ELSE 0 END
   FROM (SELECT series_id, max(time) AS at FROM ha_cand GROUP BY series_id) s
   LEFT JOIN _prom_data.ha_series_interval si ON si.series_id = s.series_id
   LEFT JOIN LATERAL _prom_catalog.ha_measure_interval(s.series_id, s.at, look, true) o ON true
   LEFT JOIN LATERAL _prom_catalog.ha_measure_interval(s.series_id, s.at, look, false) a
-    ON coalesce(o.support, 0) < 3
+    ON o.interval_ms IS NULL
   WHERE si.series_id IS NULL OR si.measured_at < now() - interval '5 minutes';
   INSERT INTO _prom_data.ha_series_interval (series_id, interval_ms, measured_at)
   SELECT series_id, interval_ms, now() FROM ha_iv WHERE support >= 3
