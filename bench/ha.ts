@@ -61,8 +61,12 @@ export async function testsRunning(): Promise<boolean> {
   return false;
 }
 
+/** A 1-minute load average above this (on 2 cores) means someone else is busy too. */
+const MAX_LOAD = 3;
+
 /**
- * Waits until no `deno test` runs, polling every 15 s, at most `maxMs`
+ * Waits until no `deno test` runs and the load average is at most
+ * {@linkcode MAX_LOAD}, polling every 15 s, at most `maxMs`
  * (default 5 min). Returns how long it waited and whether tests still ran.
  */
 export async function waitQuiet(
@@ -70,12 +74,20 @@ export async function waitQuiet(
   maxMs = 300_000,
 ): Promise<{ waitedMs: number; busy: boolean }> {
   const t0 = Date.now();
-  while (await testsRunning()) {
+  const load1 = () => Number(Deno.readTextFileSync("/proc/loadavg").split(" ")[0]);
+  while (await testsRunning() || load1() > MAX_LOAD) {
     if (Date.now() - t0 >= maxMs) {
-      log(`deno test still running after ${Math.round(maxMs / 1000)} s: measuring anyway`);
+      log(
+        `deno test still running or load average ${load1()} after ${
+          Math.round(maxMs / 1000)
+        } s: measuring anyway`,
+      );
       return { waitedMs: Date.now() - t0, busy: true };
     }
-    log("a deno test run (or another benchmark's load) is going on: waiting 15 s");
+    log(
+      `a deno test run, another benchmark's load or a load average of ${load1()} ` +
+        `(> ${MAX_LOAD}): waiting 15 s`,
+    );
     await new Promise((r) => setTimeout(r, 15_000));
   }
   return { waitedMs: Date.now() - t0, busy: false };
