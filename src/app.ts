@@ -147,7 +147,8 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
       const clusters = new HaClusters({ store, timings, metrics, log });
       clusters.start();
       background.push(clusters);
-      const reconciler = new Reconciler({ store, timings, metrics, log });
+      const recent = new RecentLeaderSamples();
+      const reconciler = new Reconciler({ store, timings, metrics, log, recent });
       reconciler.start();
       background.push(reconciler);
       filter = new HaFilter({
@@ -155,7 +156,7 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
         clusterLabel: ha.clusterLabel,
         replicaLabel: ha.replicaLabel,
         metrics,
-        recent: new RecentLeaderSamples(),
+        recent,
         seriesId: (labels) => cache.get(labels),
       });
     }

@@ -55,6 +55,12 @@ export interface LeaseStore {
   pastLeases(cluster: string, before: number, limit: number): Promise<LeaseInterval[]>;
   /** One reconcile pass (a no-op when another connector is reconciling). */
   reconcile(o: ReconcileOptions): Promise<ReconcileResult>;
+  /**
+   * Series intervals the reconciler measured well (three spacings or more
+   * agree) since `since` (database clock, ms; 0: all), and the database's
+   * time of the reading, to pass as `since` next time.
+   */
+  seriesIntervals(since: number): Promise<{ intervals: [number, number][]; at: number }>;
 }
 
 interface StateRow {
@@ -147,6 +153,17 @@ export class PgLeaseStore implements LeaseStore {
       waiting: Number(r.waiting),
       undone: Number(r.undone),
     };
+  }
+
+  async seriesIntervals(since: number): Promise<{ intervals: [number, number][]; at: number }> {
+    // Weak measures are kept with measured_at set back (ha_reconcile), so
+    // they fall before any 'since' and are not read: only good ones are.
+    const rows = await this.sql<{ series_id: string; interval_ms: number }[]>`
+      SELECT series_id, interval_ms FROM _prom_data.ha_series_interval
+      WHERE measured_at > to_timestamp(${since / 1000}::float8)`;
+    const [{ at }] = await this.sql<{ at: number }[]>`
+      SELECT (extract(epoch FROM now()) * 1000)::float8 AS at`;
+    return { intervals: rows.map((r) => [Number(r.series_id), r.interval_ms]), at };
   }
 
   async getLease(cluster: string): Promise<LeaseRow | null> {

@@ -21,6 +21,7 @@ const KEPT = 4;
 /** See the module comment. */
 export class RecentLeaderSamples {
   readonly #rings = new Map<number, Float64Array>();
+  readonly #intervals = new Map<number, number>();
 
   /** `max`: series remembered at most (the oldest noted are forgotten first). */
   constructor(readonly max = 100_000) {}
@@ -28,6 +29,19 @@ export class RecentLeaderSamples {
   /** Series remembered. */
   get size(): number {
     return this.#rings.size;
+  }
+
+  /** Sets measured series intervals (ms) by series id; see the module comment. */
+  setIntervals(intervals: Iterable<[number, number]>): void {
+    for (const [key, ms] of intervals) {
+      if (!(ms > 0)) continue;
+      this.#intervals.delete(key);
+      if (this.#intervals.size >= this.max) {
+        const oldest = this.#intervals.keys().next().value;
+        if (oldest !== undefined) this.#intervals.delete(oldest);
+      }
+      this.#intervals.set(key, ms);
+    }
   }
 
   /** Notes leader samples of series `key` (its id) that are committed. */
@@ -62,9 +76,10 @@ export class RecentLeaderSamples {
   /** True when `t` is a copy of a leader sample of series `key` noted here. */
   isCopy(key: number, t: number): boolean {
     const ring = this.#rings.get(key);
-    if (!ring) return false;
-    const interval = agreedSpacing(ring);
-    if (!(interval > 0)) return false;
+    const measured = this.#intervals.get(key);
+    if (!ring || measured === undefined) return false;
+    const agreed = agreedSpacing(ring);
+    const interval = agreed > 0 ? Math.min(measured, agreed) : measured;
     for (let k = 0; k < KEPT; k++) {
       if (Math.abs(ring[k] - t) < interval / 2) return true;
     }

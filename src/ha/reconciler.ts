@@ -12,6 +12,15 @@ import type { ConnectorMetrics } from "../telemetry/metrics.ts";
 import { realTimers, type Timers } from "./clusters.ts";
 import type { LeaseTimings } from "./lease.ts";
 import type { LeaseStore, ReconcileOptions } from "./lease_store.ts";
+import type { RecentLeaderSamples } from "./recent.ts";
+
+/** How often the measured series intervals are read for `recent` (ms). */
+const INTERVALS_EVERY_MS = 10_000;
+/**
+ * Read back this far before the last reading (ms): a pass that started
+ * before it may commit measures stamped earlier.
+ */
+const INTERVALS_MARGIN_MS = 60_000;
 
 /**
  * Staged samples decided per call (one transaction) at most; a pass calls
@@ -45,6 +54,8 @@ export interface ReconcilerOptions {
   metrics: ConnectorMetrics;
   log: Logger;
   timers?: Timers;
+  /** Given the measured series intervals every INTERVALS_EVERY_MS. */
+  recent?: RecentLeaderSamples;
 }
 
 /** Runs reconcile passes in the background; see the module comment. */
@@ -55,6 +66,8 @@ export class Reconciler {
   #timer: unknown = null;
   #running: Promise<void> | null = null;
   #failing = false;
+  #intervalsSince = 0;
+  #passes = 0;
 
   constructor(o: ReconcilerOptions) {
     this.#o = o;
@@ -88,6 +101,7 @@ export class Reconciler {
         m.haStageWaiting.set({}, r.waiting);
         if (r.decided + r.waiting < this.#settings.maxRows) break;
       }
+      await this.#readIntervals();
       if (this.#failing) this.#o.log.info("HA reconcile works again");
       this.#failing = false;
     } catch (err) {
@@ -97,5 +111,15 @@ export class Reconciler {
       }
       this.#failing = true;
     }
+  }
+
+  async #readIntervals(): Promise<void> {
+    const recent = this.#o.recent;
+    const every = Math.max(1, Math.round(INTERVALS_EVERY_MS / this.#settings.everyMs));
+    if (!recent || this.#passes++ % every !== 0) return;
+    const since = this.#intervalsSince && this.#intervalsSince - INTERVALS_MARGIN_MS;
+    const { intervals, at } = await this.#o.store.seriesIntervals(since);
+    recent.setIntervals(intervals);
+    this.#intervalsSince = at;
   }
 }

@@ -220,3 +220,17 @@ Deno.test("pastLeases() returns earlier intervals newest first", async () => {
     assertEquals(past, [{ leader: "r1", start: T0, until: r2.start }]);
   });
 });
+
+Deno.test("seriesIntervals() reads the intervals a reconcile pass measured well, since a time", async () => {
+  await withStore(async (store, sql) => {
+    // Four rounds stored: three agreeing spacings, a well supported measure.
+    await storeSamples(sql, [0, 1000, 2000, 3000, 4000].map((t) => T0 + t));
+    await stage(sql, [4600].map((t) => T0 + t));
+    const before = await store.seriesIntervals(0);
+    assertEquals(before.intervals, [], "nothing measured yet");
+    await store.reconcile(RECONCILE);
+    const after = await store.seriesIntervals(0);
+    assertEquals(after.intervals.map(([, ms]) => ms), [1000]);
+    assertEquals((await store.seriesIntervals(after.at)).intervals, [], "nothing new since");
+  });
+});

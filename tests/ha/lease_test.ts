@@ -198,6 +198,10 @@ class MemoryLeaseStore implements LeaseStore {
   reconcile(): Promise<ReconcileResult> {
     return this.#call("reconcile", [], () => ({ decided: 0, filled: 0, waiting: 0, undone: 0 }));
   }
+
+  seriesIntervals(): Promise<{ intervals: [number, number][]; at: number }> {
+    return this.#call("seriesIntervals", [], () => ({ intervals: [], at: 0 }));
+  }
 }
 
 /** One series `name` of `cluster` from `replica` (either label left out when undefined). */

@@ -126,7 +126,7 @@ async function judgeAll(
   perReplica: Acks[],
   ts: Target[],
   label: string,
-): Promise<{ lost: number; doubled: number }> {
+): Promise<{ lost: number; doubled: number; details: Record<string, unknown> }> {
   const acks: Acks = new Map();
   for (const part of perReplica) {
     for (const [k, v] of part) acks.set(k, [...(acks.get(k) ?? []), ...v]);
@@ -155,7 +155,7 @@ async function judgeAll(
     SELECT leader_name, lease_start, lease_until FROM _prom_catalog.ha_leases_logs
     WHERE cluster_name = ${cluster} ORDER BY lease_start`;
   console.log(JSON.stringify({ scenario: label, lost, doubled, details, leases: leases.length }));
-  return { lost, doubled };
+  return { lost, doubled, details };
 }
 
 async function leader(db: FreshDatabase, cluster: string): Promise<string | undefined> {
@@ -202,8 +202,13 @@ async function scenario(
     });
     const [a, b] = await Promise.all([r1Run, r2Run]);
     await settled(w.db);
-    const { lost, doubled } = await judgeAll(w.db, "c1", [a.acks, b.acks], ts, name);
-    assertEquals({ lost, doubled }, { lost: 0, doubled: 0 }, `${name}: per-series result`);
+    const { lost, doubled, details } = await judgeAll(w.db, "c1", [a.acks, b.acks], ts, name);
+    // The details in the message too: CI keeps only the end of the output.
+    assertEquals(
+      { lost, doubled },
+      { lost: 0, doubled: 0 },
+      `${name}: per-series result ${JSON.stringify(details).slice(0, 3000)}`,
+    );
     for (const part of [a.statuses, b.statuses]) {
       for (const [status] of part) assert(status < 400 || status >= 500, `no 4xx (${status})`);
     }
