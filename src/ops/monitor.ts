@@ -16,6 +16,8 @@ interface Reading {
 
 /** A rate between two readings, for the sparklines. */
 export interface RatePoint {
+  /** Unix ms at the start of the step. */
+  from: number;
   /** Unix ms at the end of the step. */
   at: number;
   /** Samples stored per second. */
@@ -105,6 +107,7 @@ export class OpsMonitor {
       const seconds = (b.at - a.at) / 1000;
       if (seconds <= 0.05) continue;
       out.push({
+        from: a.at,
         at: b.at,
         ingest: Math.max(0, b.stored - a.stored) / seconds,
         unavailable: Math.max(0, b.unavailable - a.unavailable) / seconds,

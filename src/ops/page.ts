@@ -44,23 +44,27 @@ function colour(name: string): string {
   return PALETTE[h % PALETTE.length];
 }
 
-/** An inline SVG sparkline of `values` (oldest first). */
+/** An inline SVG sparkline of the rates (oldest first), one step per reading. */
 function sparkline(label: string, points: RatePoint[], pick: (p: RatePoint) => number): string {
   const values = points.map(pick);
   const current = values.length ? values[values.length - 1] : 0;
   const w = 300, h = 40;
   let body: string;
-  if (values.length < 2) {
+  if (values.length === 0) {
     body = `<text x="4" y="24" font-size="12" fill="#718096">collecting…</text>`;
   } else {
     const max = Math.max(...values, 1e-9);
-    const t0 = points[0].at, t1 = points[points.length - 1].at;
-    const xs = (t: number) => (t1 === t0 ? 0 : (t - t0) / (t1 - t0) * w);
-    const ys = (v: number) => h - 2 - (v / max) * (h - 4);
-    const coords = points.map((p, i) => `${xs(p.at).toFixed(1)},${ys(values[i]).toFixed(1)}`);
-    body = `<polyline fill="none" stroke="#2b6cb0" stroke-width="1.5" points="${coords.join(" ")}"/>`;
+    const t0 = points[0].from, t1 = points[points.length - 1].at;
+    const xs = (t: number) => ((t - t0) / Math.max(1, t1 - t0) * w).toFixed(1);
+    const ys = (v: number) => (h - 2 - (v / max) * (h - 4)).toFixed(1);
+    const coords = points.flatMap((p, i) => [
+      `${xs(p.from)},${ys(values[i])}`,
+      `${xs(p.at)},${ys(values[i])}`,
+    ]);
+    body = `<polyline fill="none" stroke="#2b6cb0" stroke-width="1.5" ` +
+      `vector-effect="non-scaling-stroke" points="${coords.join(" ")}"/>`;
   }
-  const span = points.length ? duration((points[points.length - 1].at - points[0].at) / 1000) : "";
+  const span = points.length ? duration((points[points.length - 1].at - points[0].from) / 1000) : "";
   return `<figure class="spark"><figcaption>${esc(label)}: <b>${num(current)}/s</b>` +
     (span ? ` <span class="muted">(last ${span})</span>` : "") + `</figcaption>` +
     `<svg viewBox="0 0 ${w} ${h}" preserveAspectRatio="none" role="img" aria-label="${
@@ -68,31 +72,38 @@ function sparkline(label: string, points: RatePoint[], pick: (p: RatePoint) => n
     }">${body}</svg></figure>`;
 }
 
-/** The leases of the last 24 h as coloured bars, with a tick at each change. */
+/**
+ * The leases of the last 24 h as coloured bars, with a red mark at each
+ * change of leader. The axis starts 24 h ago, or at the first lease when
+ * the cluster is younger, so that short histories stay visible.
+ */
 function timeline(c: ClusterStatus, now: number): string {
-  const w = 1000, h = 22, from = now - 24 * 3600 * 1000;
+  const w = 1000, h = 22;
+  const first = c.timeline.length ? Date.parse(c.timeline[0].start) : now;
+  const from = Math.max(now - 24 * 3600 * 1000, Math.min(first, now - 60_000));
   const x = (iso: string) => Math.min(w, Math.max(0, (Date.parse(iso) - from) / (now - from) * w));
   let bars = "";
   const leaders: string[] = [];
   c.timeline.forEach((s, i) => {
     if (!leaders.includes(s.leader)) leaders.push(s.leader);
-    const x0 = x(s.start), x1 = Math.max(x0 + 1, x(s.until));
+    const x0 = x(s.start), x1 = Math.max(x0 + 2, x(s.until));
     const tip = `${s.leader}: ${time(s.start)} → ${time(s.until)}`;
     bars += `<rect x="${x0.toFixed(1)}" y="3" width="${(x1 - x0).toFixed(1)}" height="${
       h - 6
     }" fill="${colour(s.leader)}"><title>${esc(tip)}</title></rect>`;
     if (i > 0 && c.timeline[i - 1].leader !== s.leader) {
-      bars += `<line x1="${x0.toFixed(1)}" x2="${x0.toFixed(1)}" y1="0" y2="${h}" ` +
-        `stroke="#e53e3e" stroke-width="3"/>`;
+      bars += `<line class="change" x1="${x0.toFixed(1)}" x2="${x0.toFixed(1)}" y1="0" ` +
+        `y2="${h}" stroke="#e53e3e" stroke-width="4" vector-effect="non-scaling-stroke"/>`;
     }
   });
   const legend = leaders.map((l) =>
     `<span class="key"><i style="background:${colour(l)}"></i>${esc(l)}</span>`
   ).join(" ");
+  const start = now - from >= 24 * 3600 * 1000 - 1000 ? "24 h ago" : time(new Date(from).toISOString());
   return `<div class="timeline"><svg viewBox="0 0 ${w} ${h}" preserveAspectRatio="none" ` +
     `role="img" aria-label="leases of the last 24 hours">` +
     `<rect x="0" y="3" width="${w}" height="${h - 6}" fill="#edf2f7"/>${bars}</svg>` +
-    `<div class="axis"><span>24 h ago</span><span>now</span></div>` +
+    `<div class="axis"><span>${start}</span><span>now</span></div>` +
     (legend ? `<div class="legend">${legend}</div>` : "") +
     (c.timelineTruncated ? `<p class="muted">Only the newest leases are drawn.</p>` : "") +
     `</div>`;

@@ -39,7 +39,7 @@ export async function writeHa(
       "content-type": "application/x-protobuf",
       ...headers,
     },
-    body,
+    body: body as Uint8Array<ArrayBuffer>,
   });
   await res.body?.cancel();
   return res.status;
