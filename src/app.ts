@@ -227,7 +227,19 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
     });
     retention.start();
     background.push(retention);
-    const monitor = new OpsMonitor({ metrics, probe: () => sql`SELECT 1` });
+    const monitor = new OpsMonitor({
+      metrics,
+      probe: () => sql`SELECT 1`,
+      leaderAges: cfg.metrics.ha.enabled
+        ? () =>
+          sql<{ cluster: string; seconds: number }[]>`
+            SELECT cluster_name AS cluster,
+                   greatest(0, extract(epoch FROM clock_timestamp() - last_heard))::float8 AS seconds
+            FROM _prom_catalog.ha_leases
+            WHERE last_heard > now() - interval '24 hours'
+            ORDER BY last_heard DESC LIMIT 1000`
+        : undefined,
+    });
     monitor.start();
     background.push(monitor);
     const status = new StatusSource({ config: cfg, sql, metrics, monitor, startedAt });

@@ -2,7 +2,8 @@
  * What the status page needs over time, kept in memory by each connector:
  * every 10 s it reads its own counters (samples stored, writes answered 503)
  * into a short ring for the sparklines, and probes the database
- * (`promscale_db_up`). A timer of its own, stopped with the connector.
+ * (`promscale_db_up`) and, with HA, how long ago each cluster's leader was
+ * heard. A timer of its own, stopped with the connector.
  */
 import type { ConnectorMetrics } from "../telemetry/metrics.ts";
 
@@ -31,6 +32,11 @@ export interface MonitorOptions {
   metrics: ConnectorMetrics;
   /** Resolves when the database answers; rejects (or times out) otherwise. */
   probe: () => Promise<unknown>;
+  /**
+   * HA on: each cluster's seconds since its leader was last heard (database
+   * clock), read with the probe into `promscale_ha_leader_heard_age_seconds`.
+   */
+  leaderAges?: () => Promise<{ cluster: string; seconds: number }[]>;
   /** Between readings (default 10 s). */
   intervalMs?: number;
   /** Readings kept (default 61: ten minutes at 10 s). */
@@ -89,6 +95,13 @@ export class OpsMonitor {
     try {
       await Promise.race([this.#o.probe(), timeout]);
       this.#o.metrics.dbUp.set({}, 1);
+      if (this.#o.leaderAges) {
+        // A failure here keeps the last ages; the database did answer.
+        const ages = await Promise.race([this.#o.leaderAges(), timeout]).catch(() => null);
+        const g = this.#o.metrics.haLeaderHeardAge;
+        if (ages) g.reset();
+        for (const a of ages ?? []) g.set({ cluster: a.cluster }, a.seconds);
+      }
       return true;
     } catch {
       this.#o.metrics.dbUp.set({}, 0);

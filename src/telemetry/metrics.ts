@@ -248,6 +248,13 @@ export class ConnectorMetrics {
       "1 when the database answered the connector's last health probe (every 10 s), else 0.",
     ),
   );
+  readonly haLeaderHeardAge = this.registry.register(
+    new Gauge(
+      "promscale_ha_leader_heard_age_seconds",
+      "Seconds since any connector last heard each cluster's leader, from the database every " +
+        "10 s (clusters heard in the last 24 h, at most 1000).",
+    ),
+  );
   readonly startTime = this.registry.register(
     new Gauge("promscale_start_time_seconds", "When the connector started, in Unix seconds."),
   );
