@@ -5,7 +5,7 @@
  */
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { REPO_ROOT } from "../helpers/procs.ts";
-import { ConnectorMetrics } from "../../src/telemetry/metrics.ts";
+import { exposedMetricNames } from "./metric_names.ts";
 import { parseYaml } from "../../deps.ts";
 
 const PROMTOOL = Deno.env.get("PROMTOOL_BIN") ?? "/usr/bin/promtool";
@@ -32,18 +32,6 @@ async function promtool(...args: string[]): Promise<string> {
   const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
   assert(out.success, `promtool ${args.join(" ")} failed:\n${text}`);
   return text;
-}
-
-/** The names of the metrics /metrics exposes (with histogram suffixes). */
-export function exposedMetricNames(): Set<string> {
-  const names = new Set<string>();
-  for (const line of new ConnectorMetrics().registry.render().split("\n")) {
-    const m = /^# TYPE (\S+) (\S+)/.exec(line);
-    if (!m) continue;
-    names.add(m[1]);
-    if (m[2] === "histogram") for (const s of ["_bucket", "_sum", "_count"]) names.add(m[1] + s);
-  }
-  return names;
 }
 
 Deno.test("promtool check rules accepts packaging/mixin/alerts.yaml", async () => {
