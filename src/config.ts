@@ -1118,7 +1118,9 @@ export function parseConfig(
     ...new Set(r.str("web.auth.ignore-path").split(",").map((p) => p.trim()).filter((p) => p)),
   ];
   for (const p of authIgnorePaths) {
-    if (!p.startsWith("/")) throw r.invalid("web.auth.ignore-path", `path "${p}" must start with "/"`);
+    if (!p.startsWith("/")) {
+      throw r.invalid("web.auth.ignore-path", `path "${p}" must start with "/"`);
+    }
   }
 
   const tlsCertFile = r.str("auth.tls-cert-file");

@@ -9,8 +9,19 @@ import type { RatePoint } from "./monitor.ts";
 
 /** Escapes text for HTML element content and quoted attribute values. */
 export function esc(s: unknown): string {
-  return String(s).replace(/[&<>"']/g, (c) =>
-    c === "&" ? "&amp;" : c === "<" ? "&lt;" : c === ">" ? "&gt;" : c === '"' ? "&quot;" : "&#39;");
+  return String(s).replace(
+    /[&<>"']/g,
+    (c) =>
+      c === "&"
+        ? "&amp;"
+        : c === "<"
+        ? "&lt;"
+        : c === ">"
+        ? "&gt;"
+        : c === '"'
+        ? "&quot;"
+        : "&#39;",
+  );
 }
 
 /** "3d 4h", "5m 2s", "12s". */
@@ -64,7 +75,9 @@ function sparkline(label: string, points: RatePoint[], pick: (p: RatePoint) => n
     body = `<polyline fill="none" stroke="#2b6cb0" stroke-width="1.5" ` +
       `vector-effect="non-scaling-stroke" points="${coords.join(" ")}"/>`;
   }
-  const span = points.length ? duration((points[points.length - 1].at - points[0].from) / 1000) : "";
+  const span = points.length
+    ? duration((points[points.length - 1].at - points[0].from) / 1000)
+    : "";
   return `<figure class="spark"><figcaption>${esc(label)}: <b>${num(current)}/s</b>` +
     (span ? ` <span class="muted">(last ${span})</span>` : "") + `</figcaption>` +
     `<svg viewBox="0 0 ${w} ${h}" preserveAspectRatio="none" role="img" aria-label="${
@@ -99,7 +112,9 @@ function timeline(c: ClusterStatus, now: number): string {
   const legend = leaders.map((l) =>
     `<span class="key"><i style="background:${colour(l)}"></i>${esc(l)}</span>`
   ).join(" ");
-  const start = now - from >= 24 * 3600 * 1000 - 1000 ? "24 h ago" : time(new Date(from).toISOString());
+  const start = now - from >= 24 * 3600 * 1000 - 1000
+    ? "24 h ago"
+    : time(new Date(from).toISOString());
   return `<div class="timeline"><svg viewBox="0 0 ${w} ${h}" preserveAspectRatio="none" ` +
     `role="img" aria-label="leases of the last 24 hours">` +
     `<rect x="0" y="3" width="${w}" height="${h - 6}" fill="#edf2f7"/>${bars}</svg>` +
@@ -120,9 +135,9 @@ function cluster(c: ClusterStatus, r: StatusReport, now: number): string {
   return `<section class="cluster"><h3>${esc(c.cluster)}</h3><dl>` +
     `<dt>Leader</dt><dd><b>${esc(c.leader)}</b></dd>` +
     `<dt>Lease</dt><dd>${time(c.leaseStart)} → ${time(c.leaseUntil)}</dd>` +
-    `<dt>Last heard</dt><dd class="${silent ? "bad" : ""}">${
-      duration(c.lastHeardSecondsAgo)
-    } ago${silent ? " (past the failover timeout)" : ""}</dd>` +
+    `<dt>Last heard</dt><dd class="${silent ? "bad" : ""}">${duration(c.lastHeardSecondsAgo)} ago${
+      silent ? " (past the failover timeout)" : ""
+    }</dd>` +
     `<dt>Leader changes, 24 h</dt><dd>${num(c.leaderChanges24h)}</dd>` +
     `<dt>Samples</dt><dd>accepted ${num(c.samples.accepted)}, staged ${
       num(c.samples.staged)

@@ -6,7 +6,7 @@
  */
 import type { Connector } from "../../src/app.ts";
 import { inProcessConnector } from "../helpers/connector.ts";
-import { freshDatabase, type FreshDatabase } from "../helpers/db.ts";
+import { type FreshDatabase, freshDatabase } from "../helpers/db.ts";
 import { writeRequestBody } from "../helpers/payload.ts";
 
 /** The hostile cluster name. */

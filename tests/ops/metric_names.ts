@@ -8,7 +8,9 @@ export function exposedMetricNames(): Set<string> {
     const m = /^# TYPE (\S+) (\S+)/.exec(line);
     if (!m) continue;
     names.add(m[1]);
-    if (m[2] === "histogram") for (const s of ["_bucket", "_sum", "_count"]) names.add(m[1] + s);
+    if (m[2] === "histogram") {
+      for (const s of ["_bucket", "_sum", "_count"]) names.add(m[1] + s);
+    }
   }
   return names;
 }
