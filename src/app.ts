@@ -29,6 +29,9 @@ import { RetentionJob } from "./storage/retention.ts";
 import type { Logger } from "./telemetry/log.ts";
 import { ConnectorMetrics } from "./telemetry/metrics.ts";
 import { COMMIT, VERSION } from "./version.ts";
+import { OpsMonitor } from "./ops/monitor.ts";
+import { trackNewestSample } from "./ops/newest.ts";
+import { StatusSource } from "./ops/status.ts";
 
 /** A running connector. */
 export interface Connector {
@@ -94,8 +97,10 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
   } finally {
     await probe.end({ timeout: 5 });
   }
+  const startedAt = Date.now();
   const sql = openPoolFor(cfg, poolSize);
   const metrics = new ConnectorMetrics();
+  metrics.startTime.set({}, startedAt / 1000);
   const background: Background[] = [];
   try {
     if (!cfg.startup.skipMigrate) {
@@ -180,6 +185,11 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
       background.push(election);
       filter = new ElectionFilter(election, metrics);
     }
+    filter = trackNewestSample(
+      filter,
+      metrics,
+      cfg.metrics.ha.enabled ? cfg.metrics.ha.clusterLabel : null,
+    );
     const write = writeHandler({
       maxRequestBytes: cfg.web.maxRequestBytes,
       maxDecodedBytes: cfg.web.maxDecodedBytes,
@@ -217,14 +227,38 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
     });
     retention.start();
     background.push(retention);
+    const monitor = new OpsMonitor({
+      metrics,
+      probe: () => sql`SELECT 1`,
+      leaderAges: cfg.metrics.ha.enabled
+        ? () =>
+          sql<{ cluster: string; seconds: number }[]>`
+            SELECT cluster_name AS cluster,
+                   greatest(0, extract(epoch FROM clock_timestamp() - last_heard))::float8 AS seconds
+            FROM _prom_catalog.ha_leases
+            WHERE last_heard > now() - interval '24 hours'
+            ORDER BY last_heard DESC LIMIT 1000`
+        : undefined,
+    });
+    monitor.start();
+    background.push(monitor);
+    const status = new StatusSource({ config: cfg, sql, metrics, monitor, startedAt });
     const handler = router(
       {
         write,
         read,
         health: async () => {
-          await sql`SELECT 1`;
+          try {
+            await sql`SELECT 1`;
+          } catch (err) {
+            metrics.dbUp.set({}, 0);
+            throw err;
+          }
+          metrics.dbUp.set({}, 1);
           return true;
         },
+        status: (req, as) => status.serve(req, as),
+        authIgnorePaths: cfg.web.authIgnorePaths,
         telemetryPath: cfg.web.telemetryPath,
         maxInFlight: cfg.web.maxInFlight,
         authorize: authorizer({

@@ -30,6 +30,7 @@ export interface Config {
     authUsername: string; // "" = off
     authPassword: string; // resolved from --web.auth.password or -file
     authBearerToken: string; // resolved from token or -file
+    authIgnorePaths: string[]; // --web.auth.ignore-path: paths served without auth
     tlsCertFile: string; // "" = off
     tlsKeyFile: string;
     maxRequestBytes: number; // --web.max-request-size, compressed body limit, default 32 MiB
@@ -197,6 +198,14 @@ const FLAGS: readonly FlagSpec[] = [
     arg: "<path>",
     aliases: ["bearer-token-file"],
     help: "File holding the bearer token (a trailing newline is ignored).",
+  },
+  {
+    group: "Web",
+    name: "web.auth.ignore-path",
+    kind: "string",
+    arg: "<paths>",
+    help: 'Comma-separated paths served without authentication, e.g. "/,/api/v1/status/ha" ' +
+      "for the status page (/healthz never needs it).",
   },
   {
     group: "Web",
@@ -1105,6 +1114,15 @@ export function parseConfig(
     );
   }
 
+  const authIgnorePaths = [
+    ...new Set(r.str("web.auth.ignore-path").split(",").map((p) => p.trim()).filter((p) => p)),
+  ];
+  for (const p of authIgnorePaths) {
+    if (!p.startsWith("/")) {
+      throw r.invalid("web.auth.ignore-path", `path "${p}" must start with "/"`);
+    }
+  }
+
   const tlsCertFile = r.str("auth.tls-cert-file");
   const tlsKeyFile = r.str("auth.tls-key-file");
   if ((tlsCertFile === "") !== (tlsKeyFile === "")) {
@@ -1224,6 +1242,7 @@ export function parseConfig(
       authUsername,
       authPassword,
       authBearerToken,
+      authIgnorePaths,
       tlsCertFile,
       tlsKeyFile,
       maxRequestBytes: r.bytes("web.max-request-size"),

@@ -19,6 +19,10 @@ export interface Routes {
   telemetryPath: string;
   /** Returns a response when the request is refused (auth), else null. */
   authorize?: (req: Request) => Response | null;
+  /** Paths served without `authorize` (--web.auth.ignore-path). */
+  authIgnorePaths?: readonly string[];
+  /** The status page (`GET /`) and its JSON twin (`GET /api/v1/status/ha`). */
+  status?: (req: Request, as: "html" | "json") => Promise<Response>;
   /** Requests served at once; beyond that, 503 so Prometheus retries later. */
   maxInFlight: number;
 }
@@ -39,6 +43,10 @@ export function router(r: Routes, metrics: ConnectorMetrics, log: Logger): Handl
       ? "metrics"
       : path === "/healthz"
       ? "healthz"
+      : path === "/"
+      ? "status"
+      : path === "/api/v1/status/ha"
+      ? "status_api"
       : "other";
     const started = performance.now();
     let res: Response;
@@ -110,10 +118,14 @@ async function dispatch(
   }
   // Every endpoint but /healthz needs credentials, unknown paths included,
   // so that a 404 tells an unauthenticated client nothing.
-  const refused = r.authorize?.(req);
+  const path = new URL(req.url).pathname;
+  const refused = r.authIgnorePaths?.includes(path) ? null : r.authorize?.(req);
   if (refused) return refused;
-  if (handler === "other") {
-    return toResponse(new HttpError(404, `Not found: ${new URL(req.url).pathname}`));
+  if ((handler === "status" || handler === "status_api") && r.status) {
+    return await r.status(req, handler === "status" ? "html" : "json");
+  }
+  if (handler === "other" || handler === "status" || handler === "status_api") {
+    return toResponse(new HttpError(404, `Not found: ${path}`));
   }
   if (handler === "metrics") {
     return new Response(metrics.registry.render(), {

@@ -60,6 +60,7 @@ Deno.test("parseConfig() fills every field with its default", () => {
       authUsername: "",
       authPassword: "",
       authBearerToken: "",
+      authIgnorePaths: [],
       tlsCertFile: "",
       tlsKeyFile: "",
       maxRequestBytes: 32 * 1024 * 1024,

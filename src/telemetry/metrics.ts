@@ -33,12 +33,27 @@ function fmt(v: number): string {
 /** A value per label set, set or added to. */
 class Series extends Metric {
   protected values = new Map<string, number>();
+  /** The label sets behind the keys of `values`, for `entries()`. */
+  protected labelSets = new Map<string, LabelValues>();
   inc(labels: LabelValues = {}, by = 1): void {
-    const k = labelKey(labels);
+    const k = this.key(labels);
     this.values.set(k, (this.values.get(k) ?? 0) + by);
   }
   get(labels: LabelValues = {}): number {
     return this.values.get(labelKey(labels)) ?? 0;
+  }
+  /** Every label set with its value (a copy). */
+  entries(): { labels: LabelValues; value: number }[] {
+    return [...this.values].map(([k, value]) => ({ labels: { ...this.labelSets.get(k) }, value }));
+  }
+  /** Number of label sets. */
+  get size(): number {
+    return this.values.size;
+  }
+  protected key(labels: LabelValues): string {
+    const k = labelKey(labels);
+    if (!this.labelSets.has(k)) this.labelSets.set(k, { ...labels });
+    return k;
   }
   render(): string {
     let out = this.header();
@@ -60,13 +75,16 @@ export class Gauge extends Series {
     super(name, help, "gauge");
   }
   set(labels: LabelValues, v: number): void {
-    this.values.set(labelKey(labels), v);
+    this.values.set(this.key(labels), v);
   }
   delete(labels: LabelValues): void {
-    this.values.delete(labelKey(labels));
+    const k = labelKey(labels);
+    this.values.delete(k);
+    this.labelSets.delete(k);
   }
   reset(): void {
     this.values.clear();
+    this.labelSets.clear();
   }
   override render(): string {
     this.collect?.(this);
@@ -216,6 +234,29 @@ export class ConnectorMetrics {
       "promscale_leader_election_lost_total",
       "Legacy advisory-lock elections lost or leadership given up.",
     ),
+  );
+  readonly newestSample = this.registry.register(
+    new Gauge(
+      "promscale_ingest_newest_sample_timestamp_seconds",
+      "Timestamp of the newest sample in a write request answered 2xx, by cluster (the HA " +
+        "cluster label; empty without HA). time() minus it is how far the senders lag.",
+    ),
+  );
+  readonly dbUp = this.registry.register(
+    new Gauge(
+      "promscale_db_up",
+      "1 when the database answered the connector's last health probe (every 10 s), else 0.",
+    ),
+  );
+  readonly haLeaderHeardAge = this.registry.register(
+    new Gauge(
+      "promscale_ha_leader_heard_age_seconds",
+      "Seconds since any connector last heard each cluster's leader, from the database every " +
+        "10 s (clusters heard in the last 24 h, at most 1000).",
+    ),
+  );
+  readonly startTime = this.registry.register(
+    new Gauge("promscale_start_time_seconds", "When the connector started, in Unix seconds."),
   );
   readonly retentionDropped = this.registry.register(
     new Counter(
