@@ -19,6 +19,7 @@ import {
 import { ElectionFilter } from "./election/filter.ts";
 import { PgLeaseStore } from "./ha/lease_store.ts";
 import { listen, router, type RunningServer } from "./server.ts";
+import { HealthProbe } from "./health.ts";
 import { Gate, openPool } from "./storage/db.ts";
 import { migrate, schemaVersion } from "./storage/migrate.ts";
 import { SCHEMA_VERSION } from "./storage/migrations/schema.ts";
@@ -217,14 +218,15 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
     });
     retention.start();
     background.push(retention);
+    // /healthz answers from a probe run about once a second, never per call.
+    const health = new HealthProbe({ probe: () => sql`SELECT 1` });
+    await health.start();
+    background.push(health);
     const handler = router(
       {
         write,
         read,
-        health: async () => {
-          await sql`SELECT 1`;
-          return true;
-        },
+        health: () => health.state(),
         telemetryPath: cfg.web.telemetryPath,
         maxInFlight: cfg.web.maxInFlight,
         authorize: authorizer({

@@ -6,6 +6,7 @@
 import { HttpError, toResponse } from "./errors.ts";
 import type { ConnectorMetrics } from "./telemetry/metrics.ts";
 import type { Logger } from "./telemetry/log.ts";
+import type { HealthState } from "./health.ts";
 
 /** A request handler. */
 export type Handler = (req: Request) => Promise<Response>;
@@ -14,8 +15,11 @@ export type Handler = (req: Request) => Promise<Response>;
 export interface Routes {
   write: Handler;
   read?: Handler;
-  /** True when the database answers. */
-  health: () => Promise<boolean>;
+  /**
+   * The database's health as last probed in the background: /healthz runs
+   * no query and takes no request slot.
+   */
+  health: () => HealthState;
   telemetryPath: string;
   /** Returns a response when the request is refused (auth), else null. */
   authorize?: (req: Request) => Response | null;
@@ -42,7 +46,11 @@ export function router(r: Routes, metrics: ConnectorMetrics, log: Logger): Handl
       : "other";
     const started = performance.now();
     let res: Response;
-    if (inFlight >= r.maxInFlight && (handler === "write" || handler === "read")) {
+    if (handler === "healthz") {
+      // Answered from memory at once: never counted against, nor waiting
+      // for, the slots of writes and reads.
+      res = healthResponse(r.health());
+    } else if (inFlight >= r.maxInFlight && (handler === "write" || handler === "read")) {
       res = toResponse(
         new HttpError(503, `Too many requests in flight (limit ${r.maxInFlight})`),
       );
@@ -101,13 +109,6 @@ async function dispatch(
   r: Routes,
   metrics: ConnectorMetrics,
 ): Promise<Response> {
-  if (handler === "healthz") {
-    const ok = await r.health().catch(() => false);
-    return new Response(ok ? "ok\n" : "database unavailable\n", {
-      status: ok ? 200 : 503,
-      headers: { "content-type": "text/plain; charset=utf-8" },
-    });
-  }
   // Every endpoint but /healthz needs credentials, unknown paths included,
   // so that a 404 tells an unauthenticated client nothing.
   const refused = r.authorize?.(req);
@@ -123,6 +124,13 @@ async function dispatch(
   if (handler === "write") return await r.write(req);
   if (!r.read) return toResponse(new HttpError(404, "Remote read is not enabled"));
   return await r.read(req);
+}
+
+function healthResponse(h: HealthState): Response {
+  return new Response(h.ok ? "ok\n" : `${h.reason}\n`, {
+    status: h.ok ? 200 : 503,
+    headers: { "content-type": "text/plain; charset=utf-8" },
+  });
 }
 
 /** A running HTTP server. */
