@@ -20,6 +20,7 @@ import { ElectionFilter } from "./election/filter.ts";
 import { PgLeaseStore } from "./ha/lease_store.ts";
 import { listen, router, type RunningServer } from "./server.ts";
 import { HealthProbe } from "./health.ts";
+import { MemoryBudget } from "./limits.ts";
 import { Gate, openPool } from "./storage/db.ts";
 import { migrate, schemaVersion } from "./storage/migrate.ts";
 import { SCHEMA_VERSION } from "./storage/migrations/schema.ts";
@@ -181,6 +182,9 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
       background.push(election);
       filter = new ElectionFilter(election, metrics);
     }
+    // What all requests in flight may hold together (src/limits.ts).
+    const budget = new MemoryBudget(cfg.web.maxInFlightMemory);
+    metrics.inFlightMemory.collect = (g) => g.set({}, budget.used);
     const write = writeHandler({
       maxRequestBytes: cfg.web.maxRequestBytes,
       maxDecodedBytes: cfg.web.maxDecodedBytes,
@@ -192,6 +196,11 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
         if (newSeries) metrics.seriesCreated.inc({}, newSeries);
         if (deduplicated) metrics.duplicateWrites.inc();
       },
+      limits: {
+        maxSeries: cfg.web.maxSeriesPerRequest,
+        maxLabels: cfg.web.maxLabelsPerRequest,
+      },
+      budget,
       asyncAcks: cfg.metrics.asyncAcks,
       onAsyncError: (err) => {
         log.error("Asynchronous write failed; the samples are lost", {

@@ -65,6 +65,10 @@ Deno.test("parseConfig() fills every field with its default", () => {
       maxRequestBytes: 32 * 1024 * 1024,
       maxDecodedBytes: 64 * 1024 * 1024,
       maxInFlight: 64,
+      maxInFlightReads: 8,
+      maxSeriesPerRequest: 200_000,
+      maxLabelsPerRequest: 4_000_000,
+      maxInFlightMemory: 1024 * 1024 * 1024,
       readTimeoutMs: 30_000,
     },
     db: {

@@ -193,6 +193,12 @@ export class ConnectorMetrics {
   readonly inFlight = this.registry.register(
     new Gauge("promscale_http_requests_in_flight", "HTTP requests being served."),
   );
+  readonly inFlightMemory = this.registry.register(
+    new Gauge(
+      "promscale_http_requests_in_flight_memory_bytes",
+      "Estimated memory reserved by requests in flight (see --web.max-in-flight-memory).",
+    ),
+  );
   readonly haLeader = this.registry.register(
     new Gauge(
       "promscale_ha_cluster_leader",
