@@ -99,6 +99,7 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
   const sql = openPoolFor(cfg, poolSize);
   const metrics = new ConnectorMetrics();
   const background: Background[] = [];
+  let readSql: Sql | null = null;
   try {
     if (!cfg.startup.skipMigrate) {
       const res = await migrate(sql, (version, description) => {
@@ -210,9 +211,19 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
     });
     // Read path: remote read, and the retention job (every connector runs
     // it; an advisory lock lets one at a time do the work).
+    // Reads run on connections of their own, behind a gate of their own:
+    // a slow read (up to statement_timeout) never holds, nor waits for, a
+    // connection of the writes. Connections are opened on first use.
+    const readSlots = Math.min(cfg.web.maxInFlightReads, Math.max(1, Math.ceil(poolSize / 4)));
+    readSql = openPoolFor(cfg, readSlots);
+    const readGate = new Gate(
+      readSlots,
+      cfg.web.maxInFlightReads,
+      Math.min(cfg.db.connectionTimeoutMs, 10_000),
+    );
     const read = readHandler({
-      sql,
-      gate,
+      sql: readSql,
+      gate: readGate,
       maxRequestBytes: cfg.web.maxRequestBytes,
       maxDecodedBytes: cfg.web.maxDecodedBytes,
       readTimeoutMs: cfg.web.readTimeoutMs,
@@ -238,6 +249,7 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
         health: () => health.state(),
         telemetryPath: cfg.web.telemetryPath,
         maxInFlight: cfg.web.maxInFlight,
+        maxInFlightReads: cfg.web.maxInFlightReads,
         authorize: authorizer({
           username: cfg.web.authUsername,
           password: cfg.web.authPassword,
@@ -289,13 +301,16 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
         }
         clearTimeout(timer);
         gate.close();
+        readGate.close();
         for (const b of background.reverse()) await b.stop();
+        await readSql?.end({ timeout: 5 });
         await sql.end({ timeout: 10 });
         log.info("Shutdown complete");
       })();
     return { config: cfg, sql, metrics, server, url, stop };
   } catch (err) {
     for (const b of background.reverse()) await b.stop().catch(() => {});
+    await readSql?.end({ timeout: 5 }).catch(() => {});
     await sql.end({ timeout: 5 }).catch(() => {});
     throw err;
   }

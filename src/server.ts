@@ -23,13 +23,17 @@ export interface Routes {
   telemetryPath: string;
   /** Returns a response when the request is refused (auth), else null. */
   authorize?: (req: Request) => Response | null;
-  /** Requests served at once; beyond that, 503 so Prometheus retries later. */
+  /** Write requests served at once; beyond that, 503 so Prometheus retries later. */
   maxInFlight: number;
+  /** Read requests served at once, apart from writes; beyond that, 503 (default: maxInFlight). */
+  maxInFlightReads?: number;
 }
 
 /** Builds the router. */
 export function router(r: Routes, metrics: ConnectorMetrics, log: Logger): Handler {
   let inFlight = 0;
+  // Writes and reads have slots of their own: slow reads never take a write's.
+  const slots = new InFlightSlots(r.maxInFlight, r.maxInFlightReads ?? r.maxInFlight);
   const refusals = new RefusalLog(log);
   metrics.inFlight.set({}, 0);
   return async (req) => {
@@ -50,10 +54,8 @@ export function router(r: Routes, metrics: ConnectorMetrics, log: Logger): Handl
       // Answered from memory at once: never counted against, nor waiting
       // for, the slots of writes and reads.
       res = healthResponse(r.health());
-    } else if (inFlight >= r.maxInFlight && (handler === "write" || handler === "read")) {
-      res = toResponse(
-        new HttpError(503, `Too many requests in flight (limit ${r.maxInFlight})`),
-      );
+    } else if (!slots.take(handler)) {
+      res = toResponse(slots.refusal(handler));
     } else {
       inFlight++;
       metrics.inFlight.set({}, inFlight);
@@ -63,6 +65,7 @@ export function router(r: Routes, metrics: ConnectorMetrics, log: Logger): Handl
         log.error("Unhandled error serving request", { path, err });
         res = toResponse(err);
       } finally {
+        slots.give(handler);
         inFlight--;
         metrics.inFlight.set({}, inFlight);
       }
@@ -74,6 +77,35 @@ export function router(r: Routes, metrics: ConnectorMetrics, log: Logger): Handl
     }
     return res;
   };
+}
+
+/** Separate in-flight counts and limits for writes and reads. */
+class InFlightSlots {
+  #writes = 0;
+  #reads = 0;
+  constructor(readonly maxWrites: number, readonly maxReads: number) {}
+
+  take(handler: string): boolean {
+    if (handler === "write") {
+      if (this.#writes >= this.maxWrites) return false;
+      this.#writes++;
+    } else if (handler === "read") {
+      if (this.#reads >= this.maxReads) return false;
+      this.#reads++;
+    }
+    return true;
+  }
+
+  give(handler: string): void {
+    if (handler === "write") this.#writes--;
+    else if (handler === "read") this.#reads--;
+  }
+
+  refusal(handler: string): HttpError {
+    return handler === "read"
+      ? new HttpError(503, `Too many read requests in flight (limit ${this.maxReads})`)
+      : new HttpError(503, `Too many requests in flight (limit ${this.maxWrites})`);
+  }
 }
 
 /**
