@@ -97,7 +97,9 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
     await probe.end({ timeout: 5 });
   }
   const sql = openPoolFor(cfg, poolSize);
-  const metrics = new ConnectorMetrics();
+  const metrics = new ConnectorMetrics({
+    maxClusterLabelValues: cfg.metrics.maxClusterLabelValues,
+  });
   const background: Background[] = [];
   let readSql: Sql | null = null;
   try {

@@ -57,6 +57,7 @@ export interface Config {
   metrics: {
     asyncAcks: boolean;
     seriesCacheMax: number;
+    maxClusterLabelValues: number; // --metrics.max-cluster-label-values, default 1000
     ha: {
       enabled: boolean;
       clusterLabel: string;
@@ -401,6 +402,15 @@ const FLAGS: readonly FlagSpec[] = [
     arg: "<n>",
     def: "500000",
     help: "Most series ids kept in memory.",
+  },
+  {
+    group: "Metrics",
+    name: "metrics.max-cluster-label-values",
+    kind: "int",
+    arg: "<n>",
+    def: "1000",
+    help: "Most distinct cluster values the per-cluster metrics on /metrics keep; " +
+      'later clusters are counted under cluster="_other_".',
   },
   {
     group: "Metrics",
@@ -1276,6 +1286,7 @@ export function parseConfig(
     metrics: {
       asyncAcks: r.bool("metrics.async-acks"),
       seriesCacheMax: r.int("metrics.cache.series.max-size", 1),
+      maxClusterLabelValues: r.int("metrics.max-cluster-label-values", 1),
       ha,
     },
     legacyElection,

@@ -87,6 +87,7 @@ Deno.test("parseConfig() fills every field with its default", () => {
     metrics: {
       asyncAcks: false,
       seriesCacheMax: 500_000,
+      maxClusterLabelValues: 1000,
       ha: {
         enabled: false,
         clusterLabel: "cluster",
