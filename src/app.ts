@@ -96,7 +96,14 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
   } finally {
     await probe.end({ timeout: 5 });
   }
-  const sql = openPoolFor(cfg, poolSize);
+  // Remote reads get connections of their own, carved out of the budget
+  // (a quarter, at most --web.max-in-flight-reads) so that the connector
+  // never holds more than poolSize; with fewer than 3 they share the pool.
+  const readConnections = poolSize >= 3
+    ? Math.min(cfg.web.maxInFlightReads, Math.max(1, Math.floor(poolSize / 4)))
+    : 0;
+  const mainPoolSize = poolSize - readConnections;
+  const sql = openPoolFor(cfg, mainPoolSize);
   const metrics = new ConnectorMetrics({
     maxClusterLabelValues: cfg.metrics.maxClusterLabelValues,
   });
@@ -130,7 +137,7 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
 
     // Writes take all but one connection, so health checks and lease
     // refreshes always find one.
-    const writeSlots = Math.max(1, poolSize - 1);
+    const writeSlots = Math.max(1, mainPoolSize - 1);
     // A write waits at most 10 s for a connection: Prometheus gives up on a
     // request after 30 s (remote_timeout) and retries it anyway.
     const gate = new Gate(writeSlots, writeSlots * 8, Math.min(cfg.db.connectionTimeoutMs, 10_000));
@@ -216,15 +223,14 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
     // Reads run on connections of their own, behind a gate of their own:
     // a slow read (up to statement_timeout) never holds, nor waits for, a
     // connection of the writes. Connections are opened on first use.
-    const readSlots = Math.min(cfg.web.maxInFlightReads, Math.max(1, Math.ceil(poolSize / 4)));
-    readSql = openPoolFor(cfg, readSlots);
+    readSql = readConnections > 0 ? openPoolFor(cfg, readConnections) : null;
     const readGate = new Gate(
-      readSlots,
+      Math.max(1, readConnections),
       cfg.web.maxInFlightReads,
       Math.min(cfg.db.connectionTimeoutMs, 10_000),
     );
     const read = readHandler({
-      sql: readSql,
+      sql: readSql ?? sql,
       gate: readGate,
       maxRequestBytes: cfg.web.maxRequestBytes,
       maxDecodedBytes: cfg.web.maxDecodedBytes,
