@@ -19,6 +19,8 @@ import {
 import { ElectionFilter } from "./election/filter.ts";
 import { PgLeaseStore } from "./ha/lease_store.ts";
 import { listen, router, type RunningServer } from "./server.ts";
+import { HealthProbe } from "./health.ts";
+import { MemoryBudget } from "./limits.ts";
 import { Gate, openPool } from "./storage/db.ts";
 import { migrate, schemaVersion } from "./storage/migrate.ts";
 import { SCHEMA_VERSION } from "./storage/migrations/schema.ts";
@@ -98,10 +100,20 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
     await probe.end({ timeout: 5 });
   }
   const startedAt = Date.now();
-  const sql = openPoolFor(cfg, poolSize);
-  const metrics = new ConnectorMetrics();
+  // Remote reads get connections of their own, carved out of the budget
+  // (a quarter, at most --web.max-in-flight-reads) so that the connector
+  // never holds more than poolSize; with fewer than 3 they share the pool.
+  const readConnections = poolSize >= 3
+    ? Math.min(cfg.web.maxInFlightReads, Math.max(1, Math.floor(poolSize / 4)))
+    : 0;
+  const mainPoolSize = poolSize - readConnections;
+  const sql = openPoolFor(cfg, mainPoolSize);
+  const metrics = new ConnectorMetrics({
+    maxClusterLabelValues: cfg.metrics.maxClusterLabelValues,
+  });
   metrics.startTime.set({}, startedAt / 1000);
   const background: Background[] = [];
+  let readSql: Sql | null = null;
   try {
     if (!cfg.startup.skipMigrate) {
       const res = await migrate(sql, (version, description) => {
@@ -130,7 +142,7 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
 
     // Writes take all but one connection, so health checks and lease
     // refreshes always find one.
-    const writeSlots = Math.max(1, poolSize - 1);
+    const writeSlots = Math.max(1, mainPoolSize - 1);
     // A write waits at most 10 s for a connection: Prometheus gives up on a
     // request after 30 s (remote_timeout) and retries it anyway.
     const gate = new Gate(writeSlots, writeSlots * 8, Math.min(cfg.db.connectionTimeoutMs, 10_000));
@@ -190,6 +202,9 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
       metrics,
       cfg.metrics.ha.enabled ? cfg.metrics.ha.clusterLabel : null,
     );
+    // What all requests in flight may hold together (src/limits.ts).
+    const budget = new MemoryBudget(cfg.web.maxInFlightMemory);
+    metrics.inFlightMemory.collect = (g) => g.set({}, budget.used);
     const write = writeHandler({
       maxRequestBytes: cfg.web.maxRequestBytes,
       maxDecodedBytes: cfg.web.maxDecodedBytes,
@@ -201,6 +216,11 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
         if (newSeries) metrics.seriesCreated.inc({}, newSeries);
         if (deduplicated) metrics.duplicateWrites.inc();
       },
+      limits: {
+        maxSeries: cfg.web.maxSeriesPerRequest,
+        maxLabels: cfg.web.maxLabelsPerRequest,
+      },
+      budget,
       asyncAcks: cfg.metrics.asyncAcks,
       onAsyncError: (err) => {
         log.error("Asynchronous write failed; the samples are lost", {
@@ -210,9 +230,18 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
     });
     // Read path: remote read, and the retention job (every connector runs
     // it; an advisory lock lets one at a time do the work).
+    // Reads run on connections of their own, behind a gate of their own:
+    // a slow read (up to statement_timeout) never holds, nor waits for, a
+    // connection of the writes. Connections are opened on first use.
+    readSql = readConnections > 0 ? openPoolFor(cfg, readConnections) : null;
+    const readGate = new Gate(
+      Math.max(1, readConnections),
+      cfg.web.maxInFlightReads,
+      Math.min(cfg.db.connectionTimeoutMs, 10_000),
+    );
     const read = readHandler({
-      sql,
-      gate,
+      sql: readSql ?? sql,
+      gate: readGate,
       maxRequestBytes: cfg.web.maxRequestBytes,
       maxDecodedBytes: cfg.web.maxDecodedBytes,
       readTimeoutMs: cfg.web.readTimeoutMs,
@@ -243,24 +272,24 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
     monitor.start();
     background.push(monitor);
     const status = new StatusSource({ config: cfg, sql, metrics, monitor, startedAt });
+    // /healthz answers from a probe run about once a second, never per call.
+    const health = new HealthProbe({ probe: () => sql`SELECT 1` });
+    await health.start();
+    background.push(health);
     const handler = router(
       {
         write,
         read,
-        health: async () => {
-          try {
-            await sql`SELECT 1`;
-          } catch (err) {
-            metrics.dbUp.set({}, 0);
-            throw err;
-          }
-          metrics.dbUp.set({}, 1);
-          return true;
+        health: () => {
+          const state = health.state();
+          metrics.dbUp.set({}, state.ok ? 1 : 0);
+          return state;
         },
         status: (req, as) => status.serve(req, as),
         authIgnorePaths: cfg.web.authIgnorePaths,
         telemetryPath: cfg.web.telemetryPath,
         maxInFlight: cfg.web.maxInFlight,
+        maxInFlightReads: cfg.web.maxInFlightReads,
         authorize: authorizer({
           username: cfg.web.authUsername,
           password: cfg.web.authPassword,
@@ -312,13 +341,16 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
         }
         clearTimeout(timer);
         gate.close();
+        readGate.close();
         for (const b of background.reverse()) await b.stop();
+        await readSql?.end({ timeout: 5 });
         await sql.end({ timeout: 10 });
         log.info("Shutdown complete");
       })();
     return { config: cfg, sql, metrics, server, url, stop };
   } catch (err) {
     for (const b of background.reverse()) await b.stop().catch(() => {});
+    await readSql?.end({ timeout: 5 }).catch(() => {});
     await sql.end({ timeout: 5 }).catch(() => {});
     throw err;
   }

@@ -36,6 +36,10 @@ export interface Config {
     maxRequestBytes: number; // --web.max-request-size, compressed body limit, default 32 MiB
     maxDecodedBytes: number; // --web.max-decoded-size, snappy declared length limit, default 64 MiB
     maxInFlight: number; // --web.max-in-flight-requests, default 64
+    maxInFlightReads: number; // --web.max-in-flight-reads, default 8
+    maxSeriesPerRequest: number; // --web.max-series-per-request, default 200,000
+    maxLabelsPerRequest: number; // --web.max-labels-per-request, default 4,000,000
+    maxInFlightMemory: number; // --web.max-in-flight-memory, default 1 GiB
     readTimeoutMs: number; // --web.read-timeout, default 30s
   };
   db: {
@@ -54,6 +58,7 @@ export interface Config {
   metrics: {
     asyncAcks: boolean;
     seriesCacheMax: number;
+    maxClusterLabelValues: number; // --metrics.max-cluster-label-values, default 1000
     ha: {
       enabled: boolean;
       clusterLabel: string;
@@ -251,6 +256,39 @@ const FLAGS: readonly FlagSpec[] = [
   },
   {
     group: "Web",
+    name: "web.max-in-flight-reads",
+    kind: "int",
+    arg: "<n>",
+    def: "8",
+    help: "Remote read requests handled at once, apart from writes; more are answered 503.",
+  },
+  {
+    group: "Web",
+    name: "web.max-series-per-request",
+    kind: "int",
+    arg: "<n>",
+    def: "200000",
+    help: "Most series in one write request; more are refused with 413 before decoding them.",
+  },
+  {
+    group: "Web",
+    name: "web.max-labels-per-request",
+    kind: "int",
+    arg: "<n>",
+    def: "4000000",
+    help: "Most labels in one write request, over all its series; more are refused with 413.",
+  },
+  {
+    group: "Web",
+    name: "web.max-in-flight-memory",
+    kind: "bytes",
+    arg: "<bytes>",
+    def: "1073741824",
+    help: "Estimated memory all requests in flight may hold together (bodies and decoded " +
+      "series); a request that does not fit gets 503, one that never could 413.",
+  },
+  {
+    group: "Web",
     name: "web.read-timeout",
     kind: "duration",
     arg: "<duration>",
@@ -373,6 +411,15 @@ const FLAGS: readonly FlagSpec[] = [
     arg: "<n>",
     def: "500000",
     help: "Most series ids kept in memory.",
+  },
+  {
+    group: "Metrics",
+    name: "metrics.max-cluster-label-values",
+    kind: "int",
+    arg: "<n>",
+    def: "1000",
+    help: "Most distinct cluster values the per-cluster metrics on /metrics keep; " +
+      'later clusters are counted under cluster="_other_".',
   },
   {
     group: "Metrics",
@@ -1248,12 +1295,17 @@ export function parseConfig(
       maxRequestBytes: r.bytes("web.max-request-size"),
       maxDecodedBytes: r.bytes("web.max-decoded-size"),
       maxInFlight: r.int("web.max-in-flight-requests", 1),
+      maxInFlightReads: r.int("web.max-in-flight-reads", 1),
+      maxSeriesPerRequest: r.int("web.max-series-per-request", 1),
+      maxLabelsPerRequest: r.int("web.max-labels-per-request", 1),
+      maxInFlightMemory: r.bytes("web.max-in-flight-memory"),
       readTimeoutMs: r.duration("web.read-timeout", { positive: true }),
     },
     db: { uri, ...db },
     metrics: {
       asyncAcks: r.bool("metrics.async-acks"),
       seriesCacheMax: r.int("metrics.cache.series.max-size", 1),
+      maxClusterLabelValues: r.int("metrics.max-cluster-label-values", 1),
       ha,
     },
     legacyElection,

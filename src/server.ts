@@ -6,6 +6,7 @@
 import { HttpError, toResponse } from "./errors.ts";
 import type { ConnectorMetrics } from "./telemetry/metrics.ts";
 import type { Logger } from "./telemetry/log.ts";
+import type { HealthState } from "./health.ts";
 
 /** A request handler. */
 export type Handler = (req: Request) => Promise<Response>;
@@ -14,8 +15,11 @@ export type Handler = (req: Request) => Promise<Response>;
 export interface Routes {
   write: Handler;
   read?: Handler;
-  /** True when the database answers. */
-  health: () => Promise<boolean>;
+  /**
+   * The database's health as last probed in the background: /healthz runs
+   * no query and takes no request slot.
+   */
+  health: () => HealthState;
   telemetryPath: string;
   /** Returns a response when the request is refused (auth), else null. */
   authorize?: (req: Request) => Response | null;
@@ -23,13 +27,17 @@ export interface Routes {
   authIgnorePaths?: readonly string[];
   /** The status page (`GET /`) and its JSON twin (`GET /api/v1/status/ha`). */
   status?: (req: Request, as: "html" | "json") => Promise<Response>;
-  /** Requests served at once; beyond that, 503 so Prometheus retries later. */
+  /** Write requests served at once; beyond that, 503 so Prometheus retries later. */
   maxInFlight: number;
+  /** Read requests served at once, apart from writes; beyond that, 503 (default: maxInFlight). */
+  maxInFlightReads?: number;
 }
 
 /** Builds the router. */
 export function router(r: Routes, metrics: ConnectorMetrics, log: Logger): Handler {
   let inFlight = 0;
+  // Writes and reads have slots of their own: slow reads never take a write's.
+  const slots = new InFlightSlots(r.maxInFlight, r.maxInFlightReads ?? r.maxInFlight);
   const refusals = new RefusalLog(log);
   metrics.inFlight.set({}, 0);
   return async (req) => {
@@ -50,10 +58,12 @@ export function router(r: Routes, metrics: ConnectorMetrics, log: Logger): Handl
       : "other";
     const started = performance.now();
     let res: Response;
-    if (inFlight >= r.maxInFlight && (handler === "write" || handler === "read")) {
-      res = toResponse(
-        new HttpError(503, `Too many requests in flight (limit ${r.maxInFlight})`),
-      );
+    if (handler === "healthz") {
+      // Answered from memory at once: never counted against, nor waiting
+      // for, the slots of writes and reads.
+      res = healthResponse(r.health());
+    } else if (!slots.take(handler)) {
+      res = toResponse(slots.refusal(handler));
     } else {
       inFlight++;
       metrics.inFlight.set({}, inFlight);
@@ -63,6 +73,7 @@ export function router(r: Routes, metrics: ConnectorMetrics, log: Logger): Handl
         log.error("Unhandled error serving request", { path, err });
         res = toResponse(err);
       } finally {
+        slots.give(handler);
         inFlight--;
         metrics.inFlight.set({}, inFlight);
       }
@@ -74,6 +85,35 @@ export function router(r: Routes, metrics: ConnectorMetrics, log: Logger): Handl
     }
     return res;
   };
+}
+
+/** Separate in-flight counts and limits for writes and reads. */
+class InFlightSlots {
+  #writes = 0;
+  #reads = 0;
+  constructor(readonly maxWrites: number, readonly maxReads: number) {}
+
+  take(handler: string): boolean {
+    if (handler === "write") {
+      if (this.#writes >= this.maxWrites) return false;
+      this.#writes++;
+    } else if (handler === "read") {
+      if (this.#reads >= this.maxReads) return false;
+      this.#reads++;
+    }
+    return true;
+  }
+
+  give(handler: string): void {
+    if (handler === "write") this.#writes--;
+    else if (handler === "read") this.#reads--;
+  }
+
+  refusal(handler: string): HttpError {
+    return handler === "read"
+      ? new HttpError(503, `Too many read requests in flight (limit ${this.maxReads})`)
+      : new HttpError(503, `Too many requests in flight (limit ${this.maxWrites})`);
+  }
 }
 
 /**
@@ -109,13 +149,6 @@ async function dispatch(
   r: Routes,
   metrics: ConnectorMetrics,
 ): Promise<Response> {
-  if (handler === "healthz") {
-    const ok = await r.health().catch(() => false);
-    return new Response(ok ? "ok\n" : "database unavailable\n", {
-      status: ok ? 200 : 503,
-      headers: { "content-type": "text/plain; charset=utf-8" },
-    });
-  }
   // Every endpoint but /healthz needs credentials, unknown paths included,
   // so that a 404 tells an unauthenticated client nothing.
   const path = new URL(req.url).pathname;
@@ -135,6 +168,13 @@ async function dispatch(
   if (handler === "write") return await r.write(req);
   if (!r.read) return toResponse(new HttpError(404, "Remote read is not enabled"));
   return await r.read(req);
+}
+
+function healthResponse(h: HealthState): Response {
+  return new Response(h.ok ? "ok\n" : `${h.reason}\n`, {
+    status: h.ok ? 200 : 503,
+    headers: { "content-type": "text/plain; charset=utf-8" },
+  });
 }
 
 /** A running HTTP server. */

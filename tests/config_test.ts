@@ -66,6 +66,10 @@ Deno.test("parseConfig() fills every field with its default", () => {
       maxRequestBytes: 32 * 1024 * 1024,
       maxDecodedBytes: 64 * 1024 * 1024,
       maxInFlight: 64,
+      maxInFlightReads: 8,
+      maxSeriesPerRequest: 200_000,
+      maxLabelsPerRequest: 4_000_000,
+      maxInFlightMemory: 1024 * 1024 * 1024,
       readTimeoutMs: 30_000,
     },
     db: {
@@ -84,6 +88,7 @@ Deno.test("parseConfig() fills every field with its default", () => {
     metrics: {
       asyncAcks: false,
       seriesCacheMax: 500_000,
+      maxClusterLabelValues: 1000,
       ha: {
         enabled: false,
         clusterLabel: "cluster",

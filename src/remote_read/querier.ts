@@ -14,8 +14,8 @@
  * @module
  */
 import type { Sql } from "../../deps.ts";
-import { BadRequestError, HttpError, UnavailableError } from "../errors.ts";
-import type { Gate } from "../storage/db.ts";
+import { HttpError } from "../errors.ts";
+import { type Gate, mapDbError } from "../storage/db.ts";
 import type { ReadQuery } from "./decode.ts";
 import { int64sFromBE, type ResultSeries } from "./encode.ts";
 import { matchersToSql } from "./matchers.ts";
@@ -102,7 +102,7 @@ export async function runQueries(
   try {
     return o.gate ? await o.gate.run(run) : await run();
   } catch (err) {
-    throw mapReadError(err);
+    throw mapDbError(err, "Cannot run read query", "Database unavailable");
   }
 }
 
@@ -122,15 +122,4 @@ function sortedLabels(json: string): { name: string; value: string }[] {
 /** ms → ISO 8601, exact; the caller has clamped to years 0001..9999. */
 function isoTime(ms: number): string {
   return new Date(ms).toISOString();
-}
-
-/** Maps a database failure: data errors (bad regex, SQLSTATE class 22) are 400, the rest 503. */
-function mapReadError(err: unknown): Error {
-  if (err instanceof HttpError) return err;
-  const e = err as { code?: string; message?: string };
-  const msg = (e?.message ?? String(err)).split("\n")[0];
-  if (typeof e?.code === "string" && e.code.startsWith("22")) {
-    return new BadRequestError(`Cannot run read query: ${msg}`);
-  }
-  return new UnavailableError(`Database unavailable: ${e?.code ? e.code + " " : ""}${msg}`);
 }

@@ -8,7 +8,21 @@
  */
 import { HttpError, toResponse } from "../errors.ts";
 import type { Fence, SampleWriter, WriteSeries } from "../storage/writer.ts";
-import { type DecodedWrite, decodeWriteRequest } from "./decode.ts";
+import {
+  type DecodedWrite,
+  type DecodeLimits,
+  parseWriteRequest,
+  uncompressSnappyBlock,
+} from "./decode.ts";
+import {
+  checkWriteCounts,
+  estimateWriteCost,
+  type MemoryBudget,
+  type RequestLimits,
+  type Reservation,
+  scanWriteRequest,
+  snappyDeclaredLength,
+} from "../limits.ts";
 
 /** What a filter lets through, with hooks around the write. */
 export interface FilterResult {
@@ -54,12 +68,23 @@ export interface WriteHandlerOptions {
   maxAsyncWrites?: number;
   /** Called when a background write fails. */
   onAsyncError?: (err: unknown) => void;
+  /** Most series and labels per request (413 beyond); none: no such limit. */
+  limits?: RequestLimits;
+  /**
+   * The estimated memory all requests in flight may hold together (503
+   * when a request does not fit now, 413 when it never could); none: no
+   * such limit. See src/limits.ts.
+   */
+  budget?: MemoryBudget;
 }
 
 /** Builds the handler for `POST /write` and `/api/v1/write`. */
 export function writeHandler(o: WriteHandlerOptions): (req: Request) => Promise<Response> {
   let background = 0;
   return async (req) => {
+    const reservation = o.budget?.reservation();
+    // With asynchronous acks the memory stays reserved until the write ends.
+    let releaseLater = false;
     try {
       if (req.method !== "POST") {
         return toResponse(
@@ -68,8 +93,13 @@ export function writeHandler(o: WriteHandlerOptions): (req: Request) => Promise<
         );
       }
       checkHeaders(req.headers);
-      const body = await readBody(req, o.maxRequestBytes, o.readTimeoutMs);
-      const decoded = decodeWriteRequest(body, { maxDecodedBytes: o.maxDecodedBytes });
+      const body = await readBody(
+        req,
+        o.maxRequestBytes,
+        o.readTimeoutMs,
+        reservation && ((n) => reservation.reserve(n, "the request body")),
+      );
+      const decoded = decodeWithin(body, { maxDecodedBytes: o.maxDecodedBytes }, o, reservation);
       const kept = await o.filter.apply(decoded);
       const write = async () => {
         const result = await o.writer.write(kept.series, {
@@ -82,15 +112,46 @@ export function writeHandler(o: WriteHandlerOptions): (req: Request) => Promise<
       };
       if (o.asyncAcks && background < (o.maxAsyncWrites ?? 64)) {
         background++;
-        write().catch((err) => o.onAsyncError?.(err)).finally(() => background--);
+        releaseLater = true;
+        write().catch((err) => o.onAsyncError?.(err)).finally(() => {
+          background--;
+          reservation?.release();
+        });
       } else {
         await write();
       }
       return new Response(null, { status: 204 });
     } catch (err) {
       return toResponse(err);
+    } finally {
+      if (!releaseLater) reservation?.release();
     }
   };
+}
+
+/**
+ * Decompresses and decodes a body within the request limits: the
+ * decompressed size is reserved before it is allocated, and the series,
+ * labels and samples are counted (without decoding them) and checked and
+ * reserved before any series object is made.
+ */
+function decodeWithin(
+  body: Uint8Array,
+  decodeLimits: DecodeLimits,
+  o: WriteHandlerOptions,
+  reservation: Reservation | undefined,
+): DecodedWrite {
+  const declared = snappyDeclaredLength(body);
+  if (reservation && declared !== null && declared <= decodeLimits.maxDecodedBytes) {
+    reservation.reserve(declared, "the decompressed body");
+  }
+  const raw = uncompressSnappyBlock(body, decodeLimits.maxDecodedBytes, "write request");
+  if (o.limits || reservation) {
+    const counts = scanWriteRequest(raw);
+    if (o.limits) checkWriteCounts(counts, o.limits);
+    reservation?.reserve(estimateWriteCost(counts), `${counts.series} series`);
+  }
+  return parseWriteRequest(raw, decodeLimits);
 }
 
 function checkHeaders(h: Headers): void {
@@ -128,11 +189,14 @@ function checkHeaders(h: Headers): void {
  * Reads the body without ever holding more than `limit` bytes: 413 as soon
  * as Content-Length or the bytes read pass it, 503 when the client is too
  * slow (a body trickled byte by byte must not hold a slot forever).
+ * `onChunk` is told the size of each chunk before it is kept, and may throw
+ * to refuse it.
  */
 export async function readBody(
   req: Request,
   limit: number,
   timeoutMs: number,
+  onChunk?: (bytes: number) => void,
 ): Promise<Uint8Array> {
   const declared = req.headers.get("content-length");
   if (declared !== null && Number(declared) > limit) {
@@ -155,6 +219,14 @@ export async function readBody(
       if (size > limit) {
         reader.cancel().catch(() => {});
         throw new HttpError(413, `Request body exceeds limit ${limit} bytes`);
+      }
+      if (onChunk) {
+        try {
+          onChunk(value.byteLength); // may refuse (memory budget)
+        } catch (err) {
+          reader.cancel().catch(() => {});
+          throw err;
+        }
       }
       chunks.push(value);
     }

@@ -5,7 +5,7 @@
  * retries) instead of piling up requests and memory.
  */
 import { postgres, type Sql } from "../../deps.ts";
-import { BadRequestError, UnavailableError } from "../errors.ts";
+import { BadRequestError, HttpError, UnavailableError } from "../errors.ts";
 import * as net from "node:net";
 
 /** Pool settings, from the resolved Config. */
@@ -178,16 +178,18 @@ export class Gate {
 }
 
 /**
- * Maps a database failure to the status it means. Bad data (SQLSTATE class
+ * The one error policy of the connector, for writes and reads alike: maps a
+ * database failure to the status it means. Bad data (SQLSTATE class
  * 22) and program limits (class 54: an index row too large for a name of
  * thousands of bytes, too many columns) can never succeed: 400, since a 503
  * would make Prometheus retry the request forever, blocking its queue.
  * Anything else (connection refused or lost, timeouts, server shutting
  * down, …) is transient: 503. `what` begins the 400's message,
- * `unavailable` the 503's.
+ * `unavailable` the 503's. An HttpError (a 413 or 503 of our own thrown
+ * inside the database work) keeps its status.
  */
 export function mapDbError(err: unknown, what: string, unavailable: string): Error {
-  if (err instanceof UnavailableError || err instanceof BadRequestError) return err;
+  if (err instanceof HttpError) return err;
   const e = err as { code?: unknown; message?: string };
   const code = typeof e?.code === "string" ? e.code : "";
   const msg = (e?.message ?? String(err)).split("\n")[0];

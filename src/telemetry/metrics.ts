@@ -30,17 +30,56 @@ function fmt(v: number): string {
   return String(v);
 }
 
+/** The value that label values beyond a {@linkcode LabelCap} are folded into. */
+export const OTHER_LABEL_VALUE = "_other_";
+
+/**
+ * Bounds the distinct values of one label (e.g. `cluster`) over the metrics
+ * that share this cap: the first `max` values seen are kept for good; any
+ * later one is reported as {@linkcode OTHER_LABEL_VALUE}. So a sender making
+ * up cluster names cannot grow /metrics (nor the memory behind it) without
+ * bound.
+ */
+export class LabelCap {
+  readonly #kept = new Set<string>();
+  constructor(readonly label: string, readonly max: number) {}
+
+  /** Distinct values kept. */
+  get size(): number {
+    return this.#kept.size;
+  }
+
+  /** The value to report for `value`. */
+  fold(value: string): string {
+    if (this.#kept.has(value)) return value;
+    if (this.#kept.size < this.max) {
+      this.#kept.add(value);
+      return value;
+    }
+    return OTHER_LABEL_VALUE;
+  }
+}
+
 /** A value per label set, set or added to. */
 class Series extends Metric {
   protected values = new Map<string, number>();
   /** The label sets behind the keys of `values`, for `entries()`. */
   protected labelSets = new Map<string, LabelValues>();
+  /** When set, the values of its label are bounded (folded into "_other_"). */
+  cap?: LabelCap;
+  /** Label sets whose capped label was folded, for gauges (see Gauge.set). */
+  protected folded(labels: LabelValues): boolean {
+    const cap = this.cap;
+    if (!cap || !(cap.label in labels)) return false;
+    return cap.fold(labels[cap.label]) === OTHER_LABEL_VALUE &&
+      labels[cap.label] !== OTHER_LABEL_VALUE;
+  }
   inc(labels: LabelValues = {}, by = 1): void {
     const k = this.key(labels);
     this.values.set(k, (this.values.get(k) ?? 0) + by);
   }
   get(labels: LabelValues = {}): number {
-    return this.values.get(labelKey(labels)) ?? 0;
+    return this.values.get(this.key(labels)) ?? 0;
   }
   /** Every label set with its value (a copy). */
   entries(): { labels: LabelValues; value: number }[] {
@@ -51,6 +90,11 @@ class Series extends Metric {
     return this.values.size;
   }
   protected key(labels: LabelValues): string {
+    const cap = this.cap;
+    if (cap && cap.label in labels) {
+      const v = cap.fold(labels[cap.label]);
+      if (v !== labels[cap.label]) labels = { ...labels, [cap.label]: v };
+    }
     const k = labelKey(labels);
     if (!this.labelSets.has(k)) this.labelSets.set(k, { ...labels });
     return k;
@@ -74,10 +118,17 @@ export class Gauge extends Series {
   constructor(name: string, help: string, public collect?: (g: Gauge) => void) {
     super(name, help, "gauge");
   }
+  /**
+   * Sets a value. A label set whose capped label is folded is not kept: a
+   * gauge's values cannot be summed into "_other_" (the cluster's other
+   * labels, such as its replica, would be unbounded too).
+   */
   set(labels: LabelValues, v: number): void {
+    if (this.folded(labels)) return;
     this.values.set(this.key(labels), v);
   }
   delete(labels: LabelValues): void {
+    if (this.folded(labels)) return;
     const k = labelKey(labels);
     this.values.delete(k);
     this.labelSets.delete(k);
@@ -133,9 +184,30 @@ export class Registry {
   }
 }
 
+/** Default of the distinct `cluster` values kept by the per-cluster metrics. */
+export const DEFAULT_MAX_CLUSTER_LABEL_VALUES = 1000;
+
 /** The connector's own metrics. */
 export class ConnectorMetrics {
   readonly registry = new Registry();
+  /** Bounds the `cluster` values of every per-cluster metric, together. */
+  readonly clusterCap: LabelCap;
+
+  constructor(opts: { maxClusterLabelValues?: number } = {}) {
+    this.clusterCap = new LabelCap(
+      "cluster",
+      opts.maxClusterLabelValues ?? DEFAULT_MAX_CLUSTER_LABEL_VALUES,
+    );
+    for (
+      const m of [
+        this.samplesDropped,
+        this.samplesAccepted,
+        this.samplesStaged,
+        this.haLeader,
+        this.haLeaderChanges,
+      ]
+    ) m.cap = this.clusterCap;
+  }
   readonly requests = this.registry.register(
     new Counter("promscale_http_requests_total", "HTTP requests by handler and status code."),
   );
@@ -210,6 +282,12 @@ export class ConnectorMetrics {
   );
   readonly inFlight = this.registry.register(
     new Gauge("promscale_http_requests_in_flight", "HTTP requests being served."),
+  );
+  readonly inFlightMemory = this.registry.register(
+    new Gauge(
+      "promscale_http_requests_in_flight_memory_bytes",
+      "Estimated memory reserved by requests in flight (see --web.max-in-flight-memory).",
+    ),
   );
   readonly haLeader = this.registry.register(
     new Gauge(
