@@ -14,7 +14,12 @@
 
 import { Command, Option, parseYaml } from "../deps.ts";
 import { COMMIT, VERSION } from "./version.ts";
-import { COMPAT_FLAGS, readDataset, unsupportedReason } from "./config_compat.ts";
+import {
+  COMPAT_FLAGS,
+  readDataset,
+  UNSUPPORTED_FLAGS,
+  unsupportedReason,
+} from "./config_compat.ts";
 
 export type LogFormat = "logfmt" | "json";
 export type LogLevel = "debug" | "info" | "warn" | "error";
@@ -755,6 +760,11 @@ function helpText(): string {
   out.push("", "Deprecated names (still accepted, with a warning):");
   for (const f of FLAGS) {
     for (const a of f.aliases ?? []) out.push(`  --${a} → --${f.name}`);
+  }
+  out.push("", "Promscale flags of features not here (exit status 2):");
+  for (const u of UNSUPPORTED_FLAGS) {
+    const name = u.match.endsWith(".") ? `${u.match}*` : u.match;
+    out.push(...wrap(`--${name}: ${u.reason}.`, "  ", width));
   }
   return out.join("\n");
 }
