@@ -38,7 +38,7 @@ Deno.test("the Helm chart's default config starts the connector: retention mappe
     "Dataset configuration traces.default_retention_period ignored: traces are not stored here",
   ]);
   // Its environment form, as `extraEnv` would set it.
-  const text = HELM.replace(/^[\s\S]*?\|\n/, "").replace(/^  /gm, "");
+  const text = HELM.replace(/^[\s\S]*?\|\n/, "").replace(/^ {2}/gm, "");
   const e = parse([], { PROMSCALE_STARTUP_DATASET_CONFIG: text });
   assert.equal(e.dataset.defaultRetentionMs, 90 * 86_400_000);
   assert.equal(e.warnings.length, 2);
