@@ -135,6 +135,15 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
     metrics.migrationsVersion.set({}, version);
     metrics.buildInfo.set({ version: VERSION, commit: COMMIT, deno: Deno.version.deno }, 1);
     metrics.dbConnectionsMax.set({}, poolSize);
+    if (cfg.dataset.defaultRetentionMs !== null) {
+      // Promscale's dataset configuration sets the default retention at
+      // every start, through the same SQL function an operator would call.
+      const seconds = cfg.dataset.defaultRetentionMs / 1000;
+      await sql`SELECT prom_api.set_default_retention_period(make_interval(secs => ${seconds}::float8))`;
+      log.info("Default retention set from the dataset configuration", {
+        retention_seconds: seconds,
+      });
+    }
     if (cfg.startup.only) {
       await sql.end({ timeout: 5 });
       return { config: cfg, sql, metrics, server: null, url: "", stop: () => Promise.resolve() };
@@ -213,6 +222,13 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
       writer,
       onWritten: (samples, newSeries, deduplicated) => {
         metrics.samplesIngested.inc({}, samples);
+        metrics.promIngestItems.inc(
+          { type: "metric", kind: "sample", subsystem: "copier" },
+          samples,
+        );
+        if (deduplicated) {
+          metrics.promIngestDuplicates.inc({ type: "metric", kind: "sample" }, samples);
+        }
         if (newSeries) metrics.seriesCreated.inc({}, newSeries);
         if (deduplicated) metrics.duplicateWrites.inc();
       },

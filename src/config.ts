@@ -14,6 +14,12 @@
 
 import { Command, Option, parseYaml } from "../deps.ts";
 import { COMMIT, VERSION } from "./version.ts";
+import {
+  COMPAT_FLAGS,
+  readDataset,
+  UNSUPPORTED_FLAGS,
+  unsupportedReason,
+} from "./config_compat.ts";
 
 export type LogFormat = "logfmt" | "json";
 export type LogLevel = "debug" | "info" | "warn" | "error";
@@ -74,6 +80,11 @@ export interface Config {
   };
   telemetry: { logLevel: LogLevel; logFormat: LogFormat };
   startup: { only: boolean; skipMigrate: boolean };
+  /** From Promscale's dataset configuration (`startup.dataset.config`). */
+  dataset: {
+    /** metrics.default_retention_period, applied at start; null = leave the database's. */
+    defaultRetentionMs: number | null;
+  };
   /** Deprecation warnings collected while parsing, to be logged at start. */
   warnings: string[];
 }
@@ -118,6 +129,8 @@ interface FlagSpec {
   cliOnly?: boolean;
   /** Not accepted as a config file key (--config itself). */
   noFile?: boolean;
+  /** Accepted for compatibility with Promscale, with a warning ending in this reason. */
+  ignored?: string;
   group: string;
 }
 
@@ -523,6 +536,24 @@ const FLAGS: readonly FlagSpec[] = [
     def: "false",
     help: "Do not migrate the database schema at start.",
   },
+  {
+    group: "Startup",
+    name: "startup.dataset.config",
+    kind: "string",
+    arg: "<yaml>",
+    help: "Promscale's dataset configuration (YAML): metrics.default_retention_period sets the " +
+      "default retention at start; metrics.ha_lease_timeout and metrics.ha_lease_refresh set " +
+      "the HA lease timings unless their flags are given; other keys are ignored with a " +
+      "warning. In config.yml also as a nested startup.dataset map.",
+  },
+  ...COMPAT_FLAGS.map((c): FlagSpec => ({
+    group: "Accepted from Promscale, no effect (one warning each)",
+    name: c.name,
+    kind: c.kind,
+    arg: c.kind === "bool" ? undefined : "<value>",
+    ignored: c.reason,
+    help: `Ignored: ${c.reason}.`,
+  })),
 ];
 
 const BY_NAME = new Map<string, FlagSpec>(FLAGS.map((f) => [f.name, f]));
@@ -611,14 +642,16 @@ export function parseBytes(s: string): number {
   return n;
 }
 
-/** true/false/1/0/yes/no, case-insensitive; null for anything else. */
+/** true/false/t/f/1/0/yes/no, case-insensitive; null for anything else. */
 function boolValue(s: string): boolean | null {
   switch (s.trim().toLowerCase()) {
     case "true":
+    case "t": // Go's strconv.ParseBool forms, as Promscale takes them
     case "1":
     case "yes":
       return true;
     case "false":
+    case "f":
     case "0":
     case "no":
       return false;
@@ -775,6 +808,11 @@ function helpText(): string {
   for (const f of FLAGS) {
     for (const a of f.aliases ?? []) out.push(`  --${a} → --${f.name}`);
   }
+  out.push("", "Promscale flags of features not here (exit status 2):");
+  for (const u of UNSUPPORTED_FLAGS) {
+    const name = u.match.endsWith(".") ? `${u.match}*` : u.match;
+    out.push(...wrap(`--${name}: ${u.reason}.`, "  ", width));
+  }
   return out.join("\n");
 }
 
@@ -824,6 +862,8 @@ function normalizeArgv(argv: readonly string[], warnings: string[]): string[] {
       }
     }
     if (spec === undefined) {
+      const why = unsupportedReason(name);
+      if (why !== null) throw new ConfigError(`Flag "--${name}" is not supported: ${why}`);
       out.push(arg);
     } else if (spec.kind === "bool") {
       out.push(`--${spec.name}=${value ?? "true"}`);
@@ -896,7 +936,7 @@ function readConfigFile(
   explicit: boolean,
   readFile: (path: string) => string | null,
   warnings: string[],
-): { values: Map<string, Raw>; read: boolean } {
+): { values: Map<string, Raw>; read: boolean; dataset?: Record<string, unknown> } {
   const values = new Map<string, Raw>();
   let text: string | null;
   try {
@@ -926,8 +966,42 @@ function readConfigFile(
   if (typeof doc !== "object" || Array.isArray(doc)) {
     throw new ConfigError(`Config file "${path}" must be a map of flag name to value`);
   }
-  const texts = asText as Record<string, unknown>;
-  for (const [key, value] of Object.entries(doc as Record<string, unknown>)) {
+  // Nested maps are flattened with dots (`web: {listen-address: x}` is
+  // `web.listen-address: x`), as Promscale reads them; a dotted key wins over
+  // the same key spelled nested. `startup.dataset` is Promscale's dataset map.
+  const flat: [string, unknown, unknown][] = [];
+  let dataset: Record<string, unknown> | undefined;
+  const walk = (prefix: string, node: Record<string, unknown>, text: Record<string, unknown>) => {
+    for (const [k, value] of Object.entries(node)) {
+      const key = prefix + k;
+      const isMap = typeof value === "object" && value !== null && !Array.isArray(value);
+      if (isMap && key === "startup.dataset") {
+        const { config, ...rest } = value as Record<string, unknown>;
+        if (config !== undefined) {
+          flat.push([
+            "startup.dataset.config",
+            config,
+            (text?.[k] as Record<string, unknown>)?.config,
+          ]);
+        }
+        if (Object.keys(rest).length > 0) dataset = rest;
+      } else if (isMap && !BY_NAME.has(key)) {
+        walk(
+          `${key}.`,
+          value as Record<string, unknown>,
+          (text?.[k] ?? {}) as Record<string, unknown>,
+        );
+      } else if (prefix === "" || !flat.some(([f]) => f === key)) {
+        if (prefix === "") {
+          const i = flat.findIndex(([f]) => f === key);
+          if (i >= 0) flat.splice(i, 1);
+        }
+        flat.push([key, value, text?.[k]]);
+      }
+    }
+  };
+  walk("", doc as Record<string, unknown>, asText as Record<string, unknown>);
+  for (let [key, value, source] of flat) {
     let spec = BY_NAME.get(key);
     if (spec === undefined) {
       spec = BY_ALIAS.get(key);
@@ -936,10 +1010,17 @@ function readConfigFile(
       }
     }
     if (spec === undefined || spec.cliOnly || spec.noFile) {
+      const why = spec === undefined ? unsupportedReason(key) : null;
+      if (why !== null) {
+        throw new ConfigError(`Key "${key}" in config file "${path}" is not supported: ${why}`);
+      }
       throw new ConfigError(`Unknown key "${key}" in config file "${path}"`);
     }
     if (value === null || value === undefined) continue; // "key:", "key: ~" = unset
-    const source = texts[key];
+    if (spec.name === "web.auth.ignore-path" && Array.isArray(value)) {
+      // Promscale repeats this flag; a YAML list is the file's way to say so.
+      value = source = (source as unknown[]).map(String).join(",");
+    }
     if (typeof value === "object" || typeof source !== "string") {
       throw new ConfigError(
         `Invalid value for "${key}" in config file "${path}": expected a string, number or boolean`,
@@ -947,7 +1028,7 @@ function readConfigFile(
     }
     values.set(spec.name, { value: source, from: "file", where: path });
   }
-  return { values, read: true };
+  return { values, read: true, dataset };
 }
 
 /** Environment values keyed by flag name; the dotted names' variables win over old ones. */
@@ -977,7 +1058,7 @@ function readEnv(env: Record<string, string>, warnings: string[]): Map<string, R
 class Resolver {
   constructor(
     private readonly layers: readonly Map<string, Raw>[],
-    private readonly filePath: string,
+    readonly filePath: string,
   ) {}
 
   raw(name: string): Raw | undefined {
@@ -1114,7 +1195,22 @@ export function parseConfig(
   const configPath = configRaw?.value ?? spec("config").def!;
   if (configPath === "") throw new ConfigError('Invalid value "" for --config: empty path');
   const file = readConfigFile(configPath, configRaw !== undefined, readFile, warnings);
-  const r = new Resolver([flagLayer, envLayer, file.values], configPath);
+  const datasetLayer = datasetValues(
+    new Resolver([flagLayer, envLayer, file.values], configPath),
+    file.dataset,
+    warnings,
+  );
+  const r = new Resolver([flagLayer, envLayer, file.values, datasetLayer.values], configPath);
+  for (const f of FLAGS) {
+    if (f.ignored === undefined || !r.given(f.name)) continue;
+    // Validated as Promscale would, then ignored.
+    if (f.kind === "bool") r.bool(f.name);
+    else if (f.kind === "int") r.int(f.name, Number.MIN_SAFE_INTEGER);
+    else if (f.kind === "duration") r.duration(f.name, { positive: false });
+    warnings.push(
+      `--${f.name} is accepted for compatibility with Promscale and ignored: ${f.ignored}`,
+    );
+  }
 
   // --- web ---------------------------------------------------------------
   const listen = r.str("web.listen-address");
@@ -1314,7 +1410,71 @@ export function parseConfig(
       logFormat: r.choice<LogFormat>("telemetry.log.format"),
     },
     startup,
+    dataset: { defaultRetentionMs: datasetLayer.retentionMs },
     warnings: [...new Set(warnings)],
+  };
+}
+
+/**
+ * Promscale's dataset configuration: `--startup.dataset.config` (YAML, from
+ * any source) or the `startup.dataset` map of the config file. The HA lease
+ * timings become the lowest layer of their flags (an explicit flag wins);
+ * the retention is returned; every other key gets a warning.
+ */
+function datasetValues(
+  r: Resolver,
+  nested: Record<string, unknown> | undefined,
+  warnings: string[],
+): { values: Map<string, Raw>; retentionMs: number | null } {
+  const values = new Map<string, Raw>();
+  const text = r.str("startup.dataset.config");
+  if (text.trim() !== "" && nested !== undefined) {
+    warnings.push(
+      'Both --startup.dataset.config and a "startup.dataset" map are set; using --startup.dataset.config',
+    );
+  }
+  const source = text.trim() !== "" ? text : nested;
+  if (source === undefined) return { values, retentionMs: null };
+  const where = text.trim() !== "" ? "--startup.dataset.config" : '"startup.dataset"';
+  const bad = (reason: string) => {
+    const raw = r.raw("startup.dataset.config");
+    const from = raw === undefined || text.trim() === ""
+      ? ` in config file "${r.filePath}"`
+      : raw.from === "flag"
+      ? ""
+      : raw.from === "env"
+      ? ` (from ${raw.where})`
+      : ` (from config file "${r.filePath}")`;
+    return new ConfigError(`Invalid dataset configuration ${where}${from}: ${reason}`);
+  };
+  const d = readDataset(source);
+  if (typeof d === "string") throw bad(d);
+  for (const line of d.ignored) {
+    warnings.push(`Dataset configuration ${line.replace(/^(\S+):/, "$1 ignored:")}`);
+  }
+  const ms = (key: string, value: string): number => {
+    const v = durationMs(value);
+    if (typeof v === "string") throw bad(`metrics.${key} "${value}": not a duration`);
+    if (v <= 0) throw bad(`metrics.${key} "${value}": must be greater than 0`);
+    return Math.ceil(v);
+  };
+  for (
+    const [key, value, flag] of [
+      ["ha_lease_timeout", d.leaseTimeout, "metrics.high-availability.lease-timeout"],
+      ["ha_lease_refresh", d.leaseRefresh, "metrics.high-availability.lease-refresh"],
+    ] as const
+  ) {
+    if (value === undefined) continue;
+    ms(key, value);
+    if (r.given(flag)) {
+      warnings.push(`Dataset configuration metrics.${key} overridden by --${flag}`);
+    } else {
+      values.set(flag, { value, from: "file", where: where });
+    }
+  }
+  return {
+    values,
+    retentionMs: d.retention === undefined ? null : ms("default_retention_period", d.retention),
   };
 }
 

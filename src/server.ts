@@ -79,7 +79,9 @@ export function router(r: Routes, metrics: ConnectorMetrics, log: Logger): Handl
       }
     }
     metrics.requests.inc({ handler, code: String(res.status) });
-    metrics.requestDuration.observe((performance.now() - started) / 1000, { handler });
+    const seconds = (performance.now() - started) / 1000;
+    metrics.requestDuration.observe(seconds, { handler });
+    if (handler === "write") metrics.ingestRequest(res.status, seconds);
     if (res.status >= 400 && (handler === "write" || handler === "read")) {
       await refusals.note(handler, res);
     }

@@ -101,6 +101,7 @@ Deno.test("parseConfig() fills every field with its default", () => {
     legacyElection: { advisoryLockId: null, prometheusTimeoutMs: 0 },
     telemetry: { logLevel: "info", logFormat: "logfmt" },
     startup: { only: false, skipMigrate: false },
+    dataset: { defaultRetentionMs: null },
     warnings: [],
   });
 });

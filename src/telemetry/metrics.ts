@@ -143,6 +143,20 @@ export class Gauge extends Series {
   }
 }
 
+/** A count kept elsewhere and copied in by `collect` at scrape time (a derived series). */
+export class CollectedCounter extends Series {
+  constructor(name: string, help: string, public collect?: (c: CollectedCounter) => void) {
+    super(name, help, "counter");
+  }
+  set(labels: LabelValues, v: number): void {
+    this.values.set(this.key(labels), v);
+  }
+  override render(): string {
+    this.collect?.(this);
+    return super.render();
+  }
+}
+
 /** Observations in cumulative buckets, with sum and count. */
 export class Histogram extends Metric {
   #data = new Map<string, { counts: number[]; sum: number; count: number }>();
@@ -342,4 +356,116 @@ export class ConnectorMetrics {
       "Sample partitions dropped by the retention job.",
     ),
   );
+
+  // --- Promscale's names and label sets, for its mixin, dashboards and
+  // runbooks. Derived from the metrics above or fed beside them; see the
+  // README's mapping table.
+
+  readonly promIngestRequests = this.registry.register(
+    new Counter(
+      "promscale_ingest_requests_total",
+      'Write requests by type ("metric") and code ("2xx", else the HTTP status), as Promscale ' +
+        "counted them.",
+    ),
+  );
+  readonly promIngestDuration = this.registry.register(
+    new Histogram(
+      "promscale_ingest_duration_seconds",
+      "Time taken to answer write requests, by type and code, as Promscale measured it.",
+      [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 120, 300],
+    ),
+  );
+  readonly promIngestItems = this.registry.register(
+    new Counter(
+      "promscale_ingest_items_total",
+      "Samples stored, by type, kind and subsystem (Promscale's names for " +
+        "promscale_ingest_samples_total).",
+    ),
+  );
+  readonly promIngestDuplicates = this.registry.register(
+    new Counter(
+      "promscale_ingest_duplicates_total",
+      "Samples of write requests that hit samples already stored (retried requests), by type " +
+        "and kind; an upper bound, counted per request.",
+    ),
+  );
+  readonly promIngestMaxSent = this.registry.register(
+    new Gauge(
+      "promscale_ingest_max_sent_timestamp_milliseconds",
+      "Newest sample timestamp of the write requests answered 2xx, in milliseconds, by type " +
+        "(the maximum of promscale_ingest_newest_sample_timestamp_seconds).",
+      (g) => {
+        const all = this.newestSample.entries();
+        if (all.length > 0) {
+          g.set({ type: "metric" }, Math.max(...all.map((e) => e.value)) * 1000);
+        }
+      },
+    ),
+  );
+  readonly promHaLeaderInfo = this.registry.register(
+    new Gauge(
+      "promscale_ha_cluster_leader_info",
+      "1 for the replica leading each HA cluster as this connector sees it, 0 for the leader " +
+        "before it.",
+      () => this.#syncHaLeaders(),
+    ),
+  );
+  readonly promHaLeaderChanges = this.registry.register(
+    new CollectedCounter(
+      "promscale_ha_cluster_leader_changes_total",
+      "Leaders seen per HA cluster, the first election included (Promscale's count).",
+      () => this.#syncHaLeaders(),
+    ),
+  );
+
+  /** Cluster → leader, as last copied into promscale_ha_cluster_leader_info. */
+  #haLeaders = new Map<string, string>();
+
+  /** Records one answered write request under Promscale's ingest metrics. */
+  ingestRequest(status: number, seconds: number): void {
+    const labels = { type: "metric", code: status >= 200 && status < 300 ? "2xx" : String(status) };
+    this.promIngestRequests.inc(labels);
+    this.promIngestDuration.observe(seconds, labels);
+  }
+
+  /**
+   * Derives Promscale's HA leader series from ours: promscale_ha_cluster_leader
+   * holds the current leader per cluster, promscale_ha_leader_changes_total
+   * the changes after the first election. Idempotent; runs at scrape time.
+   */
+  #syncHaLeaders(): void {
+    const info = this.promHaLeaderInfo;
+    const current = new Map<string, string>();
+    for (const e of this.haLeader.entries()) {
+      if (e.value === 1 && e.labels.cluster !== undefined && e.labels.replica !== undefined) {
+        current.set(e.labels.cluster, e.labels.replica);
+      }
+    }
+    const dropCluster = (cluster: string, keep: string) => {
+      for (const e of info.entries()) {
+        if (e.labels.cluster === cluster && e.labels.replica !== keep) info.delete(e.labels);
+      }
+    };
+    for (const [cluster, leader] of current) {
+      const before = this.#haLeaders.get(cluster);
+      if (before === leader) continue;
+      if (before !== undefined) {
+        // Only the leader before keeps a 0: the series stay bounded.
+        dropCluster(cluster, before);
+        info.set({ cluster, replica: before }, 0);
+      }
+      info.set({ cluster, replica: leader }, 1);
+      this.#haLeaders.set(cluster, leader);
+    }
+    for (const cluster of this.#haLeaders.keys()) {
+      if (!current.has(cluster)) {
+        // Forgotten by the connector (evicted): so are its series here.
+        dropCluster(cluster, "");
+        this.#haLeaders.delete(cluster);
+      }
+    }
+    for (const cluster of this.#haLeaders.keys()) {
+      this.promHaLeaderChanges.set({ cluster }, this.haLeaderChanges.get({ cluster }) + 1);
+    }
+  }
 }
