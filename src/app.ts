@@ -274,7 +274,6 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
     background.push(retention);
     const monitor = new OpsMonitor({
       metrics,
-      probe: () => sql`SELECT 1`,
       leaderAges: cfg.metrics.ha.enabled
         ? () =>
           sql<{ cluster: string; seconds: number }[]>`
@@ -292,15 +291,12 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
     const health = new HealthProbe({ probe: () => sql`SELECT 1` });
     await health.start();
     background.push(health);
+    metrics.dbUp.collect = (g) => g.set({}, health.state().ok ? 1 : 0);
     const handler = router(
       {
         write,
         read,
-        health: () => {
-          const state = health.state();
-          metrics.dbUp.set({}, state.ok ? 1 : 0);
-          return state;
-        },
+        health: () => health.state(),
         status: (req, as) => status.serve(req, as),
         authIgnorePaths: cfg.web.authIgnorePaths,
         telemetryPath: cfg.web.telemetryPath,

@@ -1,9 +1,10 @@
 /**
  * What the status page needs over time, kept in memory by each connector:
  * every 10 s it reads its own counters (samples stored, writes answered 503)
- * into a short ring for the sparklines, and probes the database
- * (`promscale_db_up`) and, with HA, how long ago each cluster's leader was
- * heard. A timer of its own, stopped with the connector.
+ * into a short ring for the sparklines and, with HA, reads how long ago
+ * each cluster's leader was heard. A timer of its own, stopped with the
+ * connector. (Whether the database answers is the health probe's:
+ * src/health.ts feeds `promscale_db_up`.)
  */
 import type { ConnectorMetrics } from "../telemetry/metrics.ts";
 
@@ -30,11 +31,9 @@ export interface RatePoint {
 /** Settings of the monitor. */
 export interface MonitorOptions {
   metrics: ConnectorMetrics;
-  /** Resolves when the database answers; rejects (or times out) otherwise. */
-  probe: () => Promise<unknown>;
   /**
    * HA on: each cluster's seconds since its leader was last heard (database
-   * clock), read with the probe into `promscale_ha_leader_heard_age_seconds`.
+   * clock), read every interval into `promscale_ha_leader_heard_age_seconds`.
    */
   leaderAges?: () => Promise<{ cluster: string; seconds: number }[]>;
   /** Between readings (default 10 s). */
@@ -45,17 +44,17 @@ export interface MonitorOptions {
   now?: () => number;
 }
 
-/** Probe answers slower than this count as down. */
-const PROBE_TIMEOUT_MS = 5_000;
+/** A reading of the leader ages slower than this is given up (the last ones are kept). */
+const AGES_TIMEOUT_MS = 5_000;
 
-/** The ring of readings and the database probe; see the module comment. */
+/** The ring of readings and the leader ages; see the module comment. */
 export class OpsMonitor {
   readonly #o: MonitorOptions;
   readonly #now: () => number;
   readonly #keep: number;
   readonly #readings: Reading[] = [];
   #timer: ReturnType<typeof setInterval> | null = null;
-  #probing: Promise<boolean> | null = null;
+  #agesInFlight: Promise<void> | null = null;
 
   constructor(o: MonitorOptions) {
     this.#o = o;
@@ -65,19 +64,19 @@ export class OpsMonitor {
 
   /** Takes the first reading and starts the timer. */
   start(): void {
-    this.read();
-    this.#probing ??= this.probe().finally(() => this.#probing = null);
-    this.#timer ??= setInterval(() => {
+    const tick = () => {
       this.read();
-      this.#probing ??= this.probe().finally(() => this.#probing = null);
-    }, this.#o.intervalMs ?? 10_000);
+      this.#agesInFlight ??= this.readLeaderAges().finally(() => this.#agesInFlight = null);
+    };
+    tick();
+    this.#timer ??= setInterval(tick, this.#o.intervalMs ?? 10_000);
   }
 
-  /** Stops the timer (waits for a probe in flight). */
+  /** Stops the timer (waits for a reading in flight). */
   async stop(): Promise<void> {
     if (this.#timer !== null) clearInterval(this.#timer);
     this.#timer = null;
-    await this.#probing;
+    await this.#agesInFlight;
   }
 
   /** Reads the counters now (exposed for tests). */
@@ -86,26 +85,21 @@ export class OpsMonitor {
     if (this.#readings.length > this.#keep) this.#readings.shift();
   }
 
-  /** Probes the database once and sets `promscale_db_up`; true when it answered. */
-  async probe(): Promise<boolean> {
+  /** Reads the leader ages once (HA on); a failure keeps the last ones. */
+  async readLeaderAges(): Promise<void> {
+    const read = this.#o.leaderAges;
+    if (!read) return;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error("probe timed out")), PROBE_TIMEOUT_MS);
+      timer = setTimeout(() => reject(new Error("timed out")), AGES_TIMEOUT_MS);
     });
     try {
-      await Promise.race([this.#o.probe(), timeout]);
-      this.#o.metrics.dbUp.set({}, 1);
-      if (this.#o.leaderAges) {
-        // A failure here keeps the last ages; the database did answer.
-        const ages = await Promise.race([this.#o.leaderAges(), timeout]).catch(() => null);
-        const g = this.#o.metrics.haLeaderHeardAge;
-        if (ages) g.reset();
-        for (const a of ages ?? []) g.set({ cluster: a.cluster }, a.seconds);
-      }
-      return true;
+      const ages = await Promise.race([read(), timeout]);
+      const g = this.#o.metrics.haLeaderHeardAge;
+      g.reset();
+      for (const a of ages) g.set({ cluster: a.cluster }, a.seconds);
     } catch {
-      this.#o.metrics.dbUp.set({}, 0);
-      return false;
+      // The database did not answer in time: keep the last ages.
     } finally {
       clearTimeout(timer);
     }

@@ -337,7 +337,8 @@ export class ConnectorMetrics {
   readonly dbUp = this.registry.register(
     new Gauge(
       "promscale_db_up",
-      "1 when the database answered the connector's last health probe (every 10 s), else 0.",
+      "1 when the database answers the connector's health probe (about once a second, as " +
+        "/healthz reports it), else 0.",
     ),
   );
   readonly haLeaderHeardAge = this.registry.register(

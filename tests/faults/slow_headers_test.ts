@@ -12,31 +12,12 @@
  */
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { freshDatabase } from "../helpers/db.ts";
-import { nodeExporterSeries, writeRequestBody } from "../helpers/payload.ts";
+import { percentile as pct, timedWrite } from "../helpers/latency.ts";
 import { killAll, startConnector } from "../helpers/procs.ts";
 
 const CLIENTS = 500;
 const TRICKLE_MS = 3_000;
 const enc = new TextEncoder();
-
-async function write(url: string, i: number): Promise<{ status: number; ms: number }> {
-  const started = performance.now();
-  const res = await fetch(`${url}/write`, {
-    method: "POST",
-    headers: { "content-encoding": "snappy", "content-type": "application/x-protobuf" },
-    body: writeRequestBody(nodeExporterSeries(20, 1_700_000_000_000 + i * 1000)) as Uint8Array<
-      ArrayBuffer
-    >,
-    signal: AbortSignal.timeout(30_000),
-  });
-  await res.body?.cancel();
-  return { status: res.status, ms: performance.now() - started };
-}
-
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(p * s.length))];
-}
 
 Deno.test({
   name: "500 clients trickling their headers do not stop normal writes",
@@ -51,7 +32,7 @@ Deno.test({
       let n = 0;
       const before: number[] = [];
       for (let i = 0; i < 20; i++) {
-        const r = await write(c.url, n++);
+        const r = await timedWrite(c.url, n++);
         assertEquals(r.status, 204);
         before.push(r.ms);
       }
@@ -82,7 +63,7 @@ Deno.test({
       })();
       const during: { status: number; ms: number }[] = [];
       const until = performance.now() + TRICKLE_MS;
-      while (performance.now() < until) during.push(await write(c.url, n++));
+      while (performance.now() < until) during.push(await timedWrite(c.url, n++));
       const health = await fetch(`${c.url}/healthz`);
       await health.body?.cancel();
       trickling = false;

@@ -9,8 +9,8 @@
  */
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { freshDatabase } from "../helpers/db.ts";
-import { nodeExporterSeries, writeRequestBody } from "../helpers/payload.ts";
-import { killAll, startConnector } from "../helpers/procs.ts";
+import { nodeExporterSeries, uvarint, writeRequestBody } from "../helpers/payload.ts";
+import { killAll, processMemory, startConnector } from "../helpers/procs.ts";
 
 const MiB = 1024 * 1024;
 const DECODED_LIMIT = 8 * MiB;
@@ -18,16 +18,6 @@ const DECODED_LIMIT = 8 * MiB;
 const EXPANSION = 512 * MiB;
 /** Allowed growth of the peak RSS while the bombs are served. */
 const RSS_GROWTH_LIMIT = 160 * MiB;
-
-function uvarint(n: number): number[] {
-  const out: number[] = [];
-  while (n >= 0x80) {
-    out.push((n % 0x80) | 0x80);
-    n = Math.floor(n / 0x80);
-  }
-  out.push(n);
-  return out;
-}
 
 /**
  * A snappy block: header declaring `declared` bytes, a one-byte literal,
@@ -60,12 +50,6 @@ function snappyLiteral(raw: Uint8Array): Uint8Array<ArrayBuffer> {
   ];
   const tag = n < 60 ? n << 2 : (59 + lenBytes.length) << 2;
   return new Uint8Array([...uvarint(raw.length), tag, ...lenBytes, ...raw]);
-}
-
-function vm(pid: number): { rss: number; hwm: number } {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(status)?.[1]);
-  return { rss: kb("VmRSS") * 1024, hwm: kb("VmHWM") * 1024 };
 }
 
 async function post(url: string, body: BodyInit, headers: Record<string, string> = {}) {
@@ -114,7 +98,7 @@ Deno.test({
       }
       const zeros = snappyBomb(DECODED_LIMIT, DECODED_LIMIT); // expands to zeros: bad protobuf
       assertEquals((await post(connector.url, zeros)).status, 400);
-      const before = vm(pid);
+      const before = processMemory(pid);
 
       const cases: { name: string; body: Uint8Array<ArrayBuffer>; reason: RegExp }[] = [
         {
@@ -164,7 +148,7 @@ Deno.test({
         assertMatch(res.text, /^[^\n]+\n$/, `${k.name}: one-line body`);
         assertMatch(res.text, k.reason, k.name);
       }
-      const after = vm(pid);
+      const after = processMemory(pid);
       // Over --web.max-request-size: 413, with or without a Content-Length.
       const big = new Uint8Array(40 * MiB);
       const declared = await post(connector.url, big);

@@ -111,3 +111,14 @@ export function nodeExporterSeries(count: number, timestamp = 1_700_000_000_000)
   }
   return out;
 }
+
+/** The protobuf/snappy varint of `n`, as bytes (for hand-built bodies). */
+export function uvarint(n: number): number[] {
+  const out: number[] = [];
+  while (n >= 0x80) {
+    out.push((n % 0x80) | 0x80);
+    n = Math.floor(n / 0x80);
+  }
+  out.push(n);
+  return out;
+}

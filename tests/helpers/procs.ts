@@ -492,3 +492,10 @@ export async function startHaproxy(
   }
   return { ...service(proc, port), statsUrl, configFile, backendStatus };
 }
+
+/** Resident memory of process `pid` now and at its peak (VmRSS, VmHWM), in bytes. */
+export function processMemory(pid: number): { rss: number; hwm: number } {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(status)?.[1]);
+  return { rss: kb("VmRSS") * 1024, hwm: kb("VmHWM") * 1024 };
+}

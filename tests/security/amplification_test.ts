@@ -16,8 +16,13 @@
  */
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { freshDatabase } from "../helpers/db.ts";
-import { nodeExporterSeries, snappyCompress, writeRequestBody } from "../helpers/payload.ts";
-import { killAll, startConnector } from "../helpers/procs.ts";
+import {
+  nodeExporterSeries,
+  snappyCompress,
+  uvarint,
+  writeRequestBody,
+} from "../helpers/payload.ts";
+import { killAll, processMemory, startConnector } from "../helpers/procs.ts";
 import { MemoryBudget, scanWriteRequest } from "../../src/limits.ts";
 import { writeHandler } from "../../src/remote_write/handler.ts";
 import { passThrough } from "../../src/remote_write/handler.ts";
@@ -33,16 +38,6 @@ const LARGE_BODIES = Number(Deno.env.get("AMPLIFICATION_LARGE_BODIES") ?? 32);
 const LARGE_SERIES = 150_000;
 
 const enc = new TextEncoder();
-
-function uvarint(n: number): number[] {
-  const out: number[] = [];
-  while (n >= 0x80) {
-    out.push((n % 0x80) | 0x80);
-    n = Math.floor(n / 0x80);
-  }
-  out.push(n);
-  return out;
-}
 
 /** A TimeSeries field with the given labels and one sample (value 1, timestamp 1). */
 function seriesField(labels: [string, string][]): number[] {
@@ -100,12 +95,6 @@ function validBody(count: number, fromMs: number): Uint8Array<ArrayBuffer> {
     o += 2 + inner.length;
   }
   return snappyCompress(raw.subarray(0, o)) as Uint8Array<ArrayBuffer>;
-}
-
-function vm(pid: number): { rss: number; hwm: number } {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(status)?.[1]);
-  return { rss: kb("VmRSS") * 1024, hwm: kb("VmHWM") * 1024 };
 }
 
 async function post(url: string, body: Uint8Array<ArrayBuffer>) {
@@ -249,14 +238,14 @@ Deno.test({
         { length: LARGE_BODIES },
         (_, k) => validBody(LARGE_SERIES, T0 + k * LARGE_SERIES),
       );
-      const start = vm(pid);
+      const start = processMemory(pid);
 
       let t0 = performance.now();
       const hugeResults = await Promise.all(
         Array.from({ length: HUGE_BODIES }, () => post(c.url, huge)),
       );
       const hugeMs = performance.now() - t0;
-      const afterHuge = vm(pid);
+      const afterHuge = processMemory(pid);
 
       // Valid bodies under the per-request limits, sent at once while the
       // samples table is locked: those admitted are decoded and wait for the
@@ -276,12 +265,12 @@ Deno.test({
         Promise.all(pending),
         new Promise<null>((r) => setTimeout(() => r(null), 3_000)),
       ]);
-      const duringLock = vm(pid);
+      const duringLock = processMemory(pid);
       release.resolve();
       await lock;
       const largeResults = early ?? await Promise.all(pending);
       const largeMs = performance.now() - t0;
-      const afterLarge = vm(pid);
+      const afterLarge = processMemory(pid);
 
       console.log(
         `amplification: peak RSS ${Math.round(start.hwm / MiB)} MiB after warm-up; ` +

@@ -8,35 +8,12 @@
  */
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { freshDatabase } from "../helpers/db.ts";
-import { nodeExporterSeries, writeRequestBody } from "../helpers/payload.ts";
+import { percentile as pct, timedWrite } from "../helpers/latency.ts";
 import { killAll, startConnector } from "../helpers/procs.ts";
 
 const TOKEN = "healthz-flood-token";
 const FLOOD = 1_500;
 const FLOOD_MS = 2_000;
-
-async function write(url: string, i: number): Promise<{ status: number; ms: number }> {
-  const started = performance.now();
-  const res = await fetch(`${url}/write`, {
-    method: "POST",
-    headers: {
-      "content-encoding": "snappy",
-      "content-type": "application/x-protobuf",
-      authorization: `Bearer ${TOKEN}`,
-    },
-    body: writeRequestBody(nodeExporterSeries(20, 1_700_000_000_000 + i * 1000)) as Uint8Array<
-      ArrayBuffer
-    >,
-    signal: AbortSignal.timeout(30_000),
-  });
-  await res.body?.cancel();
-  return { status: res.status, ms: performance.now() - started };
-}
-
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(p * s.length))];
-}
 
 Deno.test({
   name: "1,500 concurrent /healthz calls do not take a write's slot",
@@ -52,7 +29,7 @@ Deno.test({
       let n = 0;
       const before: number[] = [];
       for (let i = 0; i < 10; i++) {
-        const r = await write(c.url, n++);
+        const r = await timedWrite(c.url, n++, { authorization: `Bearer ${TOKEN}` });
         assertEquals(r.status, 204);
         before.push(r.ms);
       }
@@ -82,7 +59,9 @@ Deno.test({
         await new Promise((r) => setTimeout(r, 500));
         const during: { status: number; ms: number }[] = [];
         const until = performance.now() + FLOOD_MS;
-        while (performance.now() < until) during.push(await write(c.url, n++));
+        while (performance.now() < until) {
+          during.push(await timedWrite(c.url, n++, { authorization: `Bearer ${TOKEN}` }));
+        }
         flooding = false;
         await Promise.all(flood);
         return during;
