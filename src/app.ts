@@ -269,6 +269,7 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
       log,
       metrics,
       onPartitionsDropped: () => writer.forgetPartitions(),
+      haClusterLabel: cfg.metrics.ha.clusterLabel,
     });
     retention.start();
     background.push(retention);

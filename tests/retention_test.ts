@@ -123,6 +123,7 @@ Deno.test("retention drops expired partitions and rows, per metric", async (t) =
           ran: true,
           droppedPartitions: [oldest],
           deletedRows: { m_default: 2, m_short: 3 },
+          forgottenClusters: 0,
         });
         assertEquals(await stored(db, "m_default"), [at.h1, at.m1]);
         assertEquals(await stored(db, "m_short"), [at.m1]);
@@ -143,7 +144,12 @@ Deno.test("retention drops expired partitions and rows, per metric", async (t) =
     );
 
     await t.step("a second run finds nothing to do", async () => {
-      assertEquals(await job.runOnce(), { ran: true, droppedPartitions: [], deletedRows: {} });
+      assertEquals(await job.runOnce(), {
+        ran: true,
+        droppedPartitions: [],
+        deletedRows: {},
+        forgottenClusters: 0,
+      });
     });
 
     await t.step("a writer whose cached partition was dropped retries and stores", async () => {
@@ -176,7 +182,12 @@ Deno.test("retention drops expired partitions and rows, per metric", async (t) =
       try {
         await holder`SELECT pg_advisory_lock(${RETENTION_LOCK_KEY})`;
         await writer.write([series("m_default", [at.d10])]);
-        assertEquals(await job.runOnce(), { ran: false, droppedPartitions: [], deletedRows: {} });
+        assertEquals(await job.runOnce(), {
+          ran: false,
+          droppedPartitions: [],
+          deletedRows: {},
+          forgottenClusters: 0,
+        });
         assertEquals(await stored(db, "m_default"), [at.d10, at.h1, at.m1]);
         await holder`SELECT pg_advisory_unlock(${RETENTION_LOCK_KEY})`;
       } finally {
@@ -239,6 +250,62 @@ Deno.test("retention drops expired partitions and rows, per metric", async (t) =
     });
   } finally {
     await other.sql?.end({ timeout: 5 });
+    await db.drop();
+  }
+});
+
+Deno.test("retention forgets HA clusters no connector heard for a week, and only those", async () => {
+  const db = await freshDatabase("retention_ha_forget");
+  try {
+    await migrate(db.sql);
+    const lease = async (cluster: string, heardAgo: string) => {
+      await db.sql`
+        INSERT INTO _prom_catalog.ha_leases
+          (cluster_name, leader_name, lease_start, lease_until, max_time, last_heard)
+        VALUES (${cluster}, 'r1', now() - interval '30 days', now() - interval '29 days',
+                now() - interval '29 days', now() - ${heardAgo}::interval)`;
+      await db.sql`
+        INSERT INTO _prom_catalog.ha_leases_logs VALUES
+          (${cluster}, 'r1', now() - interval '30 days', now() - interval '29 days')`;
+    };
+    await lease("gone", "8 days");
+    await lease("recent", "6 days");
+    await lease("staged", "8 days");
+    await lease("busy", "8 days");
+    // A staged sample of cluster "staged" keeps it (the reconciler has not decided it).
+    const [{ series_id }] = await db.sql<{ series_id: string }[]>`
+      SELECT series_id FROM _prom_catalog.get_or_create_series(
+        ARRAY[${JSON.stringify({ __name__: "up", cluster: "staged" })}::text]::jsonb[])`;
+    await db.sql`INSERT INTO _prom_data.ha_stage (series_id, time, value)
+                 VALUES (${series_id}, now(), 1)`;
+    // A fenced write in flight on cluster "busy" holds its fence lock shared.
+    const writer = await db.sql.reserve();
+    const lines: string[] = [];
+    try {
+      await writer`BEGIN`;
+      await writer`SELECT * FROM _prom_catalog.ha_fence(ARRAY['busy'])`;
+      const job = new RetentionJob({
+        sql: db.sql,
+        log: new Logger("info", "logfmt", (l) => lines.push(l)),
+      });
+      const res = await job.runOnce();
+      assertEquals(res.forgottenClusters, 1);
+    } finally {
+      await writer`ROLLBACK`;
+      writer.release();
+    }
+    const left = async (table: string) =>
+      (await db.sql.unsafe<{ c: string }[]>(
+        `SELECT cluster_name AS c FROM ${table} ORDER BY 1`,
+      )).map((r) => r.c);
+    assertEquals(await left("_prom_catalog.ha_leases"), ["busy", "recent", "staged"]);
+    assertEquals(await left("_prom_catalog.ha_leases_logs"), ["busy", "recent", "staged"]);
+    assert(lines.some((l) => l.includes("Forgot HA clusters")), lines.join("\n"));
+    // Once the write is over, the next run forgets "busy" too.
+    const job = new RetentionJob({ sql: db.sql, log: new Logger("info", "logfmt", () => {}) });
+    assertEquals((await job.runOnce()).forgottenClusters, 1);
+    assertEquals(await left("_prom_catalog.ha_leases"), ["recent", "staged"]);
+  } finally {
     await db.drop();
   }
 });

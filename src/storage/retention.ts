@@ -50,6 +50,8 @@ export interface RetentionResult {
   droppedPartitions: string[];
   /** Rows deleted, by metric, for metrics with a retention shorter than the longest. */
   deletedRows: Record<string, number>;
+  /** HA clusters forgotten (silent longer than `haForgetAfterMs`). */
+  forgottenClusters: number;
 }
 
 /** Options of the retention job. */
@@ -65,7 +67,19 @@ export interface RetentionOptions {
   lockTimeoutMs?: number;
   /** Called after partitions were dropped (to forget this connector's partition cache). */
   onPartitionsDropped?: () => void;
+  /**
+   * HA clusters no connector has heard for this long are forgotten
+   * (`_prom_catalog.ha_forget_clusters`; default 7 days).
+   */
+  haForgetAfterMs?: number;
+  /** The HA cluster label (to find a cluster's staged samples; default "cluster"). */
+  haClusterLabel?: string;
 }
+
+/** Default of `RetentionOptions.haForgetAfterMs`: 7 days. */
+export const HA_FORGET_AFTER_MS = 7 * 24 * 3600 * 1000;
+/** Clusters forgotten per run, at most. */
+const HA_FORGET_PER_RUN = 10_000;
 
 /** Runs retention periodically; see the module comment. */
 export class RetentionJob {
@@ -108,7 +122,12 @@ export class RetentionJob {
 
   /** One run, now. Resolves with what it did; throws when the database fails. */
   async runOnce(): Promise<RetentionResult> {
-    const result: RetentionResult = { ran: false, droppedPartitions: [], deletedRows: {} };
+    const result: RetentionResult = {
+      ran: false,
+      droppedPartitions: [],
+      deletedRows: {},
+      forgottenClusters: 0,
+    };
     const conn = await this.o.sql.reserve();
     try {
       const [{ locked }] = await conn<{ locked: boolean }[]>`
@@ -121,6 +140,7 @@ export class RetentionJob {
         result.ran = true;
         await this.#dropExpired(conn, result);
         await this.#deleteExpiredRows(conn, result);
+        await this.#forgetClusters(conn, result);
       } finally {
         await conn`SELECT pg_advisory_unlock(${RETENTION_LOCK_KEY})`.catch(() => {});
       }
@@ -184,6 +204,22 @@ export class RetentionJob {
       }
     }
     if (result.droppedPartitions.length) this.#dropped(result.droppedPartitions, plan.longest);
+  }
+
+  /** Forgets the HA clusters silent longer than `haForgetAfterMs` (migration 5). */
+  async #forgetClusters(conn: Sql, result: RetentionResult): Promise<void> {
+    const afterMs = this.o.haForgetAfterMs ?? HA_FORGET_AFTER_MS;
+    const [{ n }] = await conn<{ n: string }[]>`
+      SELECT _prom_catalog.ha_forget_clusters(
+        ${`${Math.round(afterMs)} milliseconds`}::interval,
+        ${this.o.haClusterLabel ?? "cluster"}, ${HA_FORGET_PER_RUN}) AS n`;
+    result.forgottenClusters = Number(n);
+    if (result.forgottenClusters) {
+      this.o.log.info("Forgot HA clusters no connector heard lately", {
+        count: result.forgottenClusters,
+        silent_for: `${Math.round(afterMs / 3_600_000)}h`,
+      });
+    }
   }
 
   #dropped(names: string[], longest: string): void {

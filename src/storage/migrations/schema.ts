@@ -930,5 +930,45 @@ END $$;
 
 MIGRATIONS.push({ version: 4, description: "HA judged per series", sql: HA_PER_SERIES });
 
+/**
+ * Forgetting HA clusters (version 5). Any sender can name a cluster, and
+ * each name kept an `ha_leases` row and its `ha_leases_logs` for ever.
+ * `ha_forget_clusters` deletes, at most `max_clusters` per call, the
+ * clusters no connector has heard for `older_than` (database clock), with
+ * no staged sample left, under the cluster's fence lock taken exclusively
+ * (skipped when busy: a takeover or a write holds it), so it cannot race a
+ * takeover or a fenced write. A cluster heard again later simply gets a
+ * new lease (the first replica heard leads). The retention job calls it.
+ */
+const HA_FORGET = `
+CREATE FUNCTION _prom_catalog.ha_forget_clusters(
+  older_than interval, cluster_label text, max_clusters int
+) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+  c text;
+  n bigint := 0;
+BEGIN
+  FOR c IN
+    SELECT l.cluster_name FROM _prom_catalog.ha_leases l
+    WHERE l.last_heard < now() - older_than
+    ORDER BY l.last_heard LIMIT max_clusters
+  LOOP
+    CONTINUE WHEN NOT pg_try_advisory_xact_lock(${HA_FENCE_LOCK_CLASS}, hashtext(c));
+    CONTINUE WHEN EXISTS (
+      SELECT 1 FROM _prom_data.ha_stage st JOIN _prom_catalog.series s ON s.id = st.series_id
+      WHERE s.labels @> jsonb_build_object(cluster_label, c));
+    DELETE FROM _prom_catalog.ha_leases
+    WHERE cluster_name = c AND last_heard < now() - older_than;
+    CONTINUE WHEN NOT FOUND;
+    DELETE FROM _prom_catalog.ha_leases_logs WHERE cluster_name = c;
+    n := n + 1;
+  END LOOP;
+  RETURN n;
+END $$;
+`;
+
+MIGRATIONS.push({ version: 5, description: "forget silent HA clusters", sql: HA_FORGET });
+
 /** The schema version this build brings the database to. */
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
