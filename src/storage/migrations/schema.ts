@@ -17,6 +17,8 @@
  *   per label key, (re)created when a metric or a label key first appears.
  */
 
+import { COMPRESSED_MIGRATION } from "./compressed.ts";
+
 /** A migration: its version, a description, and the SQL to run. */
 export interface Migration {
   version: number;
@@ -969,6 +971,8 @@ END $$;
 `;
 
 MIGRATIONS.push({ version: 5, description: "forget silent HA clusters", sql: HA_FORGET });
+
+MIGRATIONS.push(COMPRESSED_MIGRATION); // version 8, src/storage/migrations/compressed.ts
 
 /** The schema version this build brings the database to. */
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

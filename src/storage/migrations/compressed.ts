@@ -1,0 +1,189 @@
+/**
+ * Compressed storage (version 8; design in docs/storage.md).
+ *
+ * `_prom_data.compressed` holds one row per series and UTC day window
+ * (`date_bin('1 day', time, epoch)`) of sealed data, made by the compactor
+ * (src/storage/compactor.ts) from the rows of a sealed partition:
+ *
+ * - times: `min_time` plus `(i - 1) * step_ms + t_corr[i]` ms for the i-th
+ *   sample; `t_corr` is NULL when every sample is exactly on the step.
+ * - values, when a scale fits (`v_scale` not NULL): the integer
+ *   `v_base + sum(v_delta[1..i])` divided by `v_scale` (a power of ten or
+ *   of two), which the compactor checked gives back every value bit for
+ *   bit; positions whose value cannot be written so (NaN with any payload,
+ *   ±Inf, -0, a stray value) hold their float8 in the sparse `v_exc` (NULL
+ *   elsewhere, so only a bitmap is paid for them).
+ * - otherwise the values as they are, in `v_raw`.
+ *
+ * The arrays are TOAST-compressed with lz4: runs of equal deltas and
+ * corrections (regular scrapes, constant gauges) shrink to almost nothing.
+ * Float8 arrays and float8 columns keep every bit; the float8 values in
+ * `v_exc` and `v_raw` are copied in SQL from the rows, never through text.
+ *
+ * Reading: `_prom_data.compressed_samples` decodes every row (a view);
+ * `_prom_data.all_samples` is the rows plus the compressed samples, each
+ * sample once: a row whose (series, time) is also in a compressed window
+ * (a retried or replayed write that arrived after compaction) is hidden
+ * (the compressed copy was first, as ON CONFLICT DO NOTHING would keep it).
+ * Only rows older than `compress_state.horizon` can be such a copy, so
+ * only those are checked. The `prom_metric` views read `all_samples`;
+ * `_prom_catalog.series_samples(id, from, to)` is the same for one series
+ * with explicit bounds that reach the compressed rows' index (remote read
+ * uses it).
+ */
+import type { Migration } from "./schema.ts";
+
+/** The width of a compressed window (a UTC day, aligned on the epoch). */
+export const COMPRESS_WINDOW = "1 day";
+
+const SQL = `
+CREATE TABLE _prom_data.compressed (
+  series_id    bigint NOT NULL,
+  window_start timestamptz NOT NULL,
+  min_time     timestamptz NOT NULL,
+  max_time     timestamptz NOT NULL,
+  n            int NOT NULL,
+  step_ms      int NOT NULL,
+  t_corr       int4[] COMPRESSION lz4,
+  v_scale      float8,
+  v_base       int8,
+  v_delta      int4[] COMPRESSION lz4,
+  v_exc        float8[] COMPRESSION lz4,
+  v_raw        float8[] COMPRESSION lz4,
+  PRIMARY KEY (series_id, window_start),
+  CHECK (min_time <= max_time AND n > 0),
+  CHECK ((v_scale IS NULL) = (v_raw IS NOT NULL))
+) WITH (toast_tuple_target = 128);
+
+-- All rows older than 'horizon' may have a compressed copy; newer ones
+-- cannot (windows are compacted only once sealed, horizon only grows).
+CREATE TABLE _prom_catalog.compress_state (
+  only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+  horizon  timestamptz NOT NULL
+);
+INSERT INTO _prom_catalog.compress_state VALUES (true, '-infinity');
+
+CREATE VIEW _prom_data.compressed_samples AS
+SELECT c.series_id,
+  c.min_time + ((x.i - 1) * c.step_ms + coalesce(x.tc, 0)) * interval '1 millisecond' AS time,
+  CASE WHEN c.v_scale IS NULL THEN x.r
+       ELSE coalesce(x.e, (c.v_base + x.k)::float8 / c.v_scale) END AS value
+FROM _prom_data.compressed c
+CROSS JOIN LATERAL (
+  SELECT u.i, u.tc, u.e, u.r, sum(u.d) OVER (ORDER BY u.i ROWS UNBOUNDED PRECEDING) AS k
+  FROM unnest(c.v_delta, c.t_corr, c.v_exc, c.v_raw) WITH ORDINALITY AS u(d, tc, e, r, i)
+) x;
+
+-- True when series 'sid' has a compressed sample at 't'.
+CREATE FUNCTION _prom_catalog.compressed_has(sid bigint, t timestamptz) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+  SELECT EXISTS (
+    SELECT 1 FROM _prom_data.compressed c
+    CROSS JOIN LATERAL unnest(coalesce(c.t_corr, array_fill(0, ARRAY[c.n])))
+      WITH ORDINALITY AS u(tc, i)
+    WHERE c.series_id = sid AND c.window_start = date_bin('${COMPRESS_WINDOW}', t, 'epoch')
+      AND t BETWEEN c.min_time AND c.max_time
+      AND c.min_time + ((u.i - 1) * c.step_ms + u.tc) * interval '1 millisecond' = t)
+$$;
+
+CREATE VIEW _prom_data.all_samples AS
+SELECT s.series_id, s.time, s.value FROM _prom_data.samples s
+WHERE s.time >= (SELECT horizon FROM _prom_catalog.compress_state)
+   OR NOT _prom_catalog.compressed_has(s.series_id, s.time)
+UNION ALL
+SELECT z.series_id, z.time, z.value FROM _prom_data.compressed_samples z;
+
+-- The samples of one series in [lo, hi], both forms, each once; the bounds
+-- reach the compressed rows' primary key (a view cannot pass them down).
+CREATE FUNCTION _prom_catalog.series_samples(sid bigint, lo timestamptz, hi timestamptz)
+RETURNS TABLE ("time" timestamptz, value float8)
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+  SELECT s.time, s.value FROM _prom_data.samples s
+  WHERE s.series_id = sid AND s.time >= lo AND s.time <= hi
+    AND (s.time >= (SELECT horizon FROM _prom_catalog.compress_state)
+         OR NOT _prom_catalog.compressed_has(s.series_id, s.time))
+  UNION ALL
+  SELECT z.time, z.value FROM _prom_data.compressed c
+  CROSS JOIN LATERAL (
+    SELECT c.min_time + ((x.i - 1) * c.step_ms + coalesce(x.tc, 0)) * interval '1 millisecond'
+             AS time,
+      CASE WHEN c.v_scale IS NULL THEN x.r
+           ELSE coalesce(x.e, (c.v_base + x.k)::float8 / c.v_scale) END AS value
+    FROM (SELECT u.i, u.tc, u.e, u.r,
+            sum(u.d) OVER (ORDER BY u.i ROWS UNBOUNDED PRECEDING) AS k
+          FROM unnest(c.v_delta, c.t_corr, c.v_exc, c.v_raw) WITH ORDINALITY AS u(d, tc, e, r, i)
+         ) x
+  ) z
+  WHERE c.series_id = sid
+    AND c.window_start >= date_bin('${COMPRESS_WINDOW}', lo, 'epoch')
+    AND c.window_start <= hi
+    AND c.max_time >= lo AND c.min_time <= hi
+    AND z.time >= lo AND z.time <= hi
+$$;
+
+-- The prom_metric views read both forms (same as version 1, but from
+-- _prom_data.all_samples), and the existing ones are recreated.
+CREATE OR REPLACE FUNCTION _prom_catalog.register_metric(p_metric text, p_keys text[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  m _prom_catalog.metric%ROWTYPE;
+  k text;
+  added boolean := false;
+  cols text := '';
+  i int;
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtext('_prom_catalog.metric'), hashtext(p_metric));
+  SELECT * INTO m FROM _prom_catalog.metric WHERE metric_name = p_metric;
+  IF NOT FOUND THEN
+    m.metric_name := p_metric;
+    m.view_name := _prom_catalog.safe_identifier(p_metric,
+      ARRAY(SELECT view_name FROM _prom_catalog.metric));
+    m.label_keys := '{}';
+    m.column_names := '{}';
+    added := true;
+  END IF;
+  FOREACH k IN ARRAY (SELECT array_agg(x ORDER BY x) FROM unnest(p_keys) x) LOOP
+    CONTINUE WHEN k = '__name__' OR k = ANY(m.label_keys);
+    EXIT WHEN coalesce(array_length(m.label_keys, 1), 0) >= 1596;
+    m.label_keys := m.label_keys || k;
+    m.column_names := m.column_names || _prom_catalog.safe_identifier(k,
+      m.column_names || ARRAY['time', 'value', 'series_id', 'labels']);
+    added := true;
+  END LOOP;
+  IF NOT added THEN
+    RETURN;
+  END IF;
+  INSERT INTO _prom_catalog.metric (metric_name, view_name, label_keys, column_names)
+  VALUES (m.metric_name, m.view_name, m.label_keys, m.column_names)
+  ON CONFLICT (metric_name) DO UPDATE
+    SET label_keys = EXCLUDED.label_keys, column_names = EXCLUDED.column_names;
+  PERFORM _prom_catalog.create_metric_view(m.metric_name);
+END $$;
+
+CREATE FUNCTION _prom_catalog.create_metric_view(p_metric text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  m _prom_catalog.metric%ROWTYPE;
+  cols text := '';
+  i int;
+BEGIN
+  SELECT * INTO m FROM _prom_catalog.metric WHERE metric_name = p_metric;
+  FOR i IN 1 .. coalesce(array_length(m.label_keys, 1), 0) LOOP
+    cols := cols || format(', ser.labels ->> %L AS %I', m.label_keys[i], m.column_names[i]);
+  END LOOP;
+  EXECUTE format(
+    'CREATE OR REPLACE VIEW prom_metric.%I AS SELECT s.time, s.value, s.series_id, '
+    '(ser.labels - ''__name__'') AS labels%s FROM _prom_data.all_samples s '
+    'JOIN _prom_catalog.series ser ON ser.id = s.series_id WHERE ser.metric_name = %L',
+    m.view_name, cols, m.metric_name);
+END $$;
+
+SELECT _prom_catalog.create_metric_view(metric_name) FROM _prom_catalog.metric;
+`;
+
+/** Version 8: compressed per-series day windows, read through the same views. */
+export const COMPRESSED_MIGRATION: Migration = {
+  version: 8,
+  description: "compressed storage of sealed windows",
+  sql: SQL,
+};
