@@ -115,7 +115,13 @@ function parseExposition(text: string): Map<string, number> {
     const cut = line.lastIndexOf(" ");
     const key = line.slice(0, cut);
     const raw = line.slice(cut + 1);
-    const v = raw === "NaN" ? NaN : raw === "+Inf" ? Infinity : raw === "-Inf" ? -Infinity : Number(raw);
+    const v = raw === "NaN"
+      ? NaN
+      : raw === "+Inf"
+      ? Infinity
+      : raw === "-Inf"
+      ? -Infinity
+      : Number(raw);
     out.set(key, v);
   }
   return out;
@@ -170,14 +176,19 @@ async function nodeExporterLoad(scrapes: number): Promise<Load> {
   }
   const keys = [...new Set(taken.flatMap((m) => [...m.keys()]))].sort();
   return {
-    name: `real node_exporter scrapes, ${keys.length} series × ${scrapes} scrapes stamped 15 s apart`,
+    name:
+      `real node_exporter scrapes, ${keys.length} series × ${scrapes} scrapes stamped 15 s apart`,
     labels: keys.map(labelsOfKey),
     slots: scrapes,
     values: (slot) => Float64Array.from(keys, (k) => taken[slot].get(k) ?? NaN),
   };
 }
 
-async function write(sql: Sql, load: Load, day: number): Promise<{ ids: number[]; samples: number }> {
+async function write(
+  sql: Sql,
+  load: Load,
+  day: number,
+): Promise<{ ids: number[]; samples: number }> {
   const labels = JSON.stringify(
     load.labels.map((ls) => Object.fromEntries(ls.map((l) => [l.name, l.value]))),
   );
@@ -186,7 +197,9 @@ async function write(sql: Sql, load: Load, day: number): Promise<{ ids: number[]
       ARRAY(SELECT jsonb_array_elements(${labels}::text::jsonb)))`;
   const ids = new Array<number>(load.labels.length);
   for (const r of rows) ids[r.idx - 1] = Number(r.series_id);
-  await sql`SELECT _prom_catalog.ensure_partitions(ARRAY[${new Date(day).toISOString()}::timestamptz])`;
+  await sql`SELECT _prom_catalog.ensure_partitions(ARRAY[${
+    new Date(day).toISOString()
+  }::timestamptz])`;
   let samples = 0;
   const CHUNK = 240;
   for (let s0 = 0; s0 < load.slots; s0 += CHUNK) {
@@ -379,7 +392,9 @@ export function storageReport(results: StorageResult[]): string {
       `### ${r.load}`,
       "",
       `${r.samples.toLocaleString("en")} samples; ${r.scaledWindows} windows scaled-integer, ` +
-        `${r.rawWindows} raw; read back bit for bit after compaction: **${r.exact ? "yes" : "NO"}**.`,
+        `${r.rawWindows} raw; read back bit for bit after compaction: **${
+          r.exact ? "yes" : "NO"
+        }**.`,
       "",
       "| form | heap B/sample | TOAST B/sample | index B/sample | total B/sample |",
       "| --- | ---: | ---: | ---: | ---: |",

@@ -231,10 +231,14 @@ export class Compactor {
       try {
         result.ran = true;
         await conn`SET client_min_messages TO warning`;
-        await conn`CREATE TEMP TABLE IF NOT EXISTS compact_rows (
-          series_id bigint, time timestamptz, value float8, win timestamptz, pos int
+        // One row per window of the batch: exact bytes for the encoder and
+        // the values as float8[] for the INSERT (bits kept).
+        await conn`CREATE TEMP TABLE IF NOT EXISTS compact_win (
+          series_id bigint, win timestamptz, ts bytea, vs bytea, vals float8[]
         ) ON COMMIT DELETE ROWS`;
-        await conn`CREATE INDEX IF NOT EXISTS compact_rows_idx ON compact_rows (series_id, win, pos)`;
+        // Stored as they are: compressing them here would only cost CPU.
+        await conn`ALTER TABLE compact_win ALTER ts SET STORAGE EXTERNAL,
+          ALTER vs SET STORAGE EXTERNAL, ALTER vals SET STORAGE EXTERNAL`;
         const parts = await conn<{ table_name: string; range_end: Date }[]>`
           SELECT table_name, range_end FROM _prom_catalog.sample_partitions
           WHERE range_end <= now() - ${`${Math.round(this.delayMs)} milliseconds`}::interval
@@ -299,61 +303,64 @@ export class Compactor {
   ): Promise<number> {
     await conn`BEGIN`;
     try {
-      const moved = await conn.unsafe(
+      // The per-window sorts stay in memory.
+      await conn`SELECT set_config('work_mem', '64MB', true)`;
+      // In one statement: the rows of these series leave the partition;
+      // the windows they already have compressed (a late write, or a
+      // window spread over two partitions) are taken out and decoded; a
+      // row at the time of a compressed sample is dropped (the compressed
+      // one was stored first, as ON CONFLICT DO NOTHING would keep it);
+      // what remains is grouped per window: times and values as exact
+      // bytes for the encoder, and the values as float8[] for the INSERT.
+      const [{ moved }] = await conn.unsafe<{ moved: number }[]>(
         `WITH gone AS (
-           DELETE FROM ${rel} WHERE series_id = ANY($1::int8[]) RETURNING series_id, time, value)
-         INSERT INTO compact_rows (series_id, time, value, win)
-         SELECT series_id, time, value, date_bin('1 day', time, 'epoch') FROM gone`,
+           DELETE FROM ${rel} WHERE series_id = ANY($1::int8[]) RETURNING series_id, time, value
+         ), keys AS (
+           SELECT DISTINCT series_id, date_bin('1 day', time, 'epoch') AS win FROM gone
+         ), old AS (
+           DELETE FROM _prom_data.compressed c USING keys k
+           WHERE c.series_id = k.series_id AND c.window_start = k.win
+           RETURNING c.*
+         ), dec AS (
+           SELECT z.series_id, z.time, z.value
+           FROM old c CROSS JOIN LATERAL (
+             SELECT c.series_id,
+               c.min_time + ((x.i - 1) * c.step_ms + coalesce(x.tc, 0)) * interval '1 millisecond'
+                 AS time,
+               CASE WHEN c.v_scale IS NULL THEN x.r
+                    ELSE coalesce(x.e, (c.v_base + x.k)::float8 / c.v_scale) END AS value
+             FROM (SELECT u.i, u.tc, u.e, u.r,
+                     sum(u.d) OVER (ORDER BY u.i ROWS UNBOUNDED PRECEDING) AS k
+                   FROM unnest(c.v_delta, c.t_corr, c.v_exc, c.v_raw)
+                     WITH ORDINALITY AS u(d, tc, e, r, i)) x
+           ) z
+         ), merged AS (
+           SELECT series_id, time, value FROM dec
+           UNION ALL
+           SELECT g.series_id, g.time, g.value FROM gone g
+           WHERE NOT EXISTS (SELECT 1 FROM dec d WHERE d.series_id = g.series_id AND d.time = g.time)
+         ), ins AS (
+           INSERT INTO compact_win (series_id, win, ts, vs, vals)
+           SELECT series_id, date_bin('1 day', time, 'epoch'),
+             string_agg(int8send(floor(extract(epoch FROM time) * 1000)::int8), ''::bytea
+                        ORDER BY time),
+             string_agg(float8send(value), ''::bytea ORDER BY time),
+             array_agg(value ORDER BY time)
+           FROM merged GROUP BY 1, 2
+         )
+         SELECT count(*)::int AS moved FROM gone`,
         [`{${ids.join(",")}}`] as never[],
       );
-      // Windows of these series already compressed (a late write, or a
-      // window spread over two partitions): merge; the compressed sample
-      // wins over a row at the same time (it was stored first).
-      await conn`
-        WITH w AS (SELECT DISTINCT series_id, win FROM compact_rows),
-        old AS (
-          DELETE FROM _prom_data.compressed c USING w
-          WHERE c.series_id = w.series_id AND c.window_start = w.win
-          RETURNING c.*
-        ), dec AS (
-          SELECT z.series_id, z.time, z.value
-          FROM old c CROSS JOIN LATERAL (
-            SELECT c.series_id,
-              c.min_time + ((x.i - 1) * c.step_ms + coalesce(x.tc, 0)) * interval '1 millisecond'
-                AS time,
-              CASE WHEN c.v_scale IS NULL THEN x.r
-                   ELSE coalesce(x.e, (c.v_base + x.k)::float8 / c.v_scale) END AS value
-            FROM (SELECT u.i, u.tc, u.e, u.r,
-                    sum(u.d) OVER (ORDER BY u.i ROWS UNBOUNDED PRECEDING) AS k
-                  FROM unnest(c.v_delta, c.t_corr, c.v_exc, c.v_raw)
-                    WITH ORDINALITY AS u(d, tc, e, r, i)) x
-          ) z
-        ), dropped AS (
-          DELETE FROM compact_rows r USING dec
-          WHERE r.series_id = dec.series_id AND r.time = dec.time
-        )
-        INSERT INTO compact_rows (series_id, time, value, win)
-        SELECT series_id, time, value, date_bin('1 day', time, 'epoch') FROM dec`;
-      await conn`
-        UPDATE compact_rows r SET pos = x.pos
-        FROM (SELECT ctid AS t,
-                row_number() OVER (PARTITION BY series_id, win ORDER BY time) AS pos
-              FROM compact_rows) x
-        WHERE r.ctid = x.t`;
       // Times go as text both ways: postgres.js parses and serializes early
       // years wrongly (new Date("0001-01-01 …") is 2001).
       const wins = await conn<{ series_id: string; win: string; ts: Uint8Array; vs: Uint8Array }[]>`
-        SELECT series_id::text, win::text AS win,
-          string_agg(int8send(floor(extract(epoch FROM time) * 1000)::int8), ''::bytea
-                     ORDER BY pos) AS ts,
-          string_agg(float8send(value), ''::bytea ORDER BY pos) AS vs
-        FROM compact_rows GROUP BY series_id, win`;
+        SELECT series_id::text, win::text AS win, ts, vs FROM compact_win`;
       const p = {
         sid: [] as string[],
         win: [] as string[],
         n: [] as number[],
-        minMs: [] as string[],
-        maxMs: [] as string[],
+        minT: [] as string[],
+        maxT: [] as string[],
         step: [] as number[],
         tCorr: [] as (string | null)[],
         scale: [] as (number | null)[],
@@ -362,14 +369,12 @@ export class Compactor {
         exc: [] as (string | null)[],
       };
       for (const w of wins) {
-        const times = int64s(w.ts);
-        const values = float64s(w.vs);
-        const e = encodeWindow(times, values);
+        const e = encodeWindow(int64s(w.ts), float64s(w.vs));
         p.sid.push(w.series_id);
         p.win.push(w.win);
         p.n.push(e.n);
-        p.minMs.push(new Date(e.minMs).toISOString());
-        p.maxMs.push(new Date(e.maxMs).toISOString());
+        p.minT.push(new Date(e.minMs).toISOString());
+        p.maxT.push(new Date(e.maxMs).toISOString());
         p.step.push(e.stepMs);
         p.tCorr.push(e.tCorr ? `{${e.tCorr.join(",")}}` : null);
         p.scale.push(e.scale);
@@ -381,24 +386,24 @@ export class Compactor {
         `INSERT INTO _prom_data.compressed
            (series_id, window_start, min_time, max_time, n, step_ms, t_corr, v_scale, v_base,
             v_delta, v_exc, v_raw)
-         SELECT w.sid, w.win::timestamptz, w.min_t::timestamptz, w.max_t::timestamptz, w.n, w.step,
-           w.t_corr::int4[], w.scale, CASE WHEN w.scale IS NULL THEN NULL ELSE w.base END,
+         SELECT w.sid, w.win::timestamptz, w.min_t::timestamptz, w.max_t::timestamptz, w.n,
+           w.step, w.t_corr::int4[], w.scale,
+           CASE WHEN w.scale IS NULL THEN NULL ELSE w.base END,
            w.deltas::int4[],
            CASE WHEN w.exc IS NOT NULL THEN
-             (SELECT array_agg(CASE WHEN r.pos = ANY(w.exc::int4[]) THEN r.value END ORDER BY r.pos)
-              FROM compact_rows r WHERE r.series_id = w.sid AND r.win = w.win::timestamptz) END,
-           CASE WHEN w.scale IS NULL THEN
-             (SELECT array_agg(r.value ORDER BY r.pos)
-              FROM compact_rows r WHERE r.series_id = w.sid AND r.win = w.win::timestamptz) END
+             ARRAY(SELECT CASE WHEN u.i = ANY(w.exc::int4[]) THEN u.v END
+                   FROM unnest(cw.vals) WITH ORDINALITY AS u(v, i) ORDER BY u.i) END,
+           CASE WHEN w.scale IS NULL THEN cw.vals END
          FROM unnest($1::int8[], $2::text[], $3::int4[], $4::text[], $5::text[],
                      $6::int4[], $7::text[], $8::float8[], $9::int8[], $10::text[], $11::text[])
-           AS w(sid, win, n, min_t, max_t, step, t_corr, scale, base, deltas, exc)`,
+           AS w(sid, win, n, min_t, max_t, step, t_corr, scale, base, deltas, exc)
+         JOIN compact_win cw ON cw.series_id = w.sid AND cw.win = w.win::timestamptz`,
         [
           p.sid,
           p.win,
           p.n,
-          p.minMs,
-          p.maxMs,
+          p.minT,
+          p.maxT,
           p.step,
           p.tCorr,
           p.scale,
@@ -411,9 +416,9 @@ export class Compactor {
         UPDATE _prom_catalog.compress_state SET horizon = greatest(horizon, ${rangeEnd})`;
       await conn`COMMIT`;
       result.batches++;
-      result.samples += moved.count;
+      result.samples += moved;
       result.windows += wins.length;
-      return moved.count;
+      return moved;
     } catch (err) {
       await conn`ROLLBACK`.catch(() => {});
       throw err;
