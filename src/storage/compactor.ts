@@ -56,8 +56,10 @@ export interface CompactorOptions {
   lockTimeoutMs?: number;
   /** Called after partitions were dropped (to forget this connector's partition cache). */
   onPartitionsDropped?: () => void;
-  /** Called after each committed batch (tests: to kill a process mid-pass). */
+  /** Called after each committed batch. */
   onBatch?: (info: { partition: string; series: number; samples: number }) => void;
+  /** Awaited inside each batch's transaction, before COMMIT (tests: a kill -9 there). */
+  beforeCommit?: () => Promise<void>;
 }
 
 /** What a pass did. */
@@ -414,6 +416,7 @@ export class Compactor {
       );
       await conn`
         UPDATE _prom_catalog.compress_state SET horizon = greatest(horizon, ${rangeEnd})`;
+      await this.o.beforeCommit?.();
       await conn`COMMIT`;
       result.batches++;
       result.samples += moved;

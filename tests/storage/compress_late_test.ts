@@ -1,0 +1,103 @@
+/**
+ * Late writes into compressed windows: a sample arriving after its window
+ * was compacted lands in the rows, is read exactly once through the views
+ * (a copy of a compressed sample is hidden: the first one stored wins, as
+ * for rows), and the next pass merges it. The real write path (the
+ * connector, whose partition the compactor dropped) stores it too.
+ */
+import { assertEquals } from "../helpers/assert.ts";
+import { freshDatabase } from "../helpers/db.ts";
+import { inProcessConnector } from "../helpers/connector.ts";
+import { writeRequestBody } from "../helpers/payload.ts";
+import {
+  bitsOf,
+  compact,
+  forms,
+  hex,
+  readView,
+  type Sample,
+  setup,
+  store,
+  type TestSeries,
+} from "./compress_helpers.ts";
+
+const DAY = 86_400_000;
+/** A day well in the past (sealed) but within the daily partitions' 60 days. */
+const D = Math.floor(Date.now() / DAY) * DAY - 5 * DAY;
+
+Deno.test("a late sample for a compacted window is read once and merged by the next pass", async () => {
+  const db = await freshDatabase("compress_late");
+  try {
+    await setup(db.sql);
+    const labels = { __name__: "late_metric", job: "j", instance: "a" };
+    const times = Array.from({ length: 200 }, (_, i) => D + 3_600_000 + i * 15_000);
+    const s: TestSeries = { labels, times, bits: times.map((_, i) => bitsOf(100 + i)) };
+    await store(db.sql, [s]);
+    const before = await readView(db.sql, "late_metric");
+    assertEquals((await compact(db.sql)).samples, 200);
+    assertEquals(await forms(db.sql), { rows: 0, windows: 1 });
+
+    // A copy of a compressed sample with another value (must be hidden),
+    // a new sample between two compressed ones, and one in a new window.
+    const late: TestSeries = {
+      labels,
+      times: [times[10], times[10] + 7_000, D + 2 * DAY / 3 + DAY],
+      bits: [bitsOf(-1), 0x7ff0000000000002n, bitsOf(42)],
+    };
+    await store(db.sql, [late]);
+    const expected = [...before];
+    const row = (t: number, b: bigint): Sample => [before[0][0], String(t), hex(b)];
+    expected.splice(11, 0, row(times[10] + 7_000, 0x7ff0000000000002n));
+    expected.push(row(D + 2 * DAY / 3 + DAY, bitsOf(42)));
+    assertEquals(await readView(db.sql, "late_metric"), expected, "before the merge");
+    const [{ n }] = await db.sql<{ n: number }[]>`
+      SELECT count(*)::int AS n FROM prom_metric.late_metric WHERE time >= ${
+      new Date(D).toISOString()
+    }`;
+    assertEquals(n, 202);
+
+    const res = await compact(db.sql);
+    assertEquals(res.samples, 3, "the three late rows are taken");
+    assertEquals(await forms(db.sql), { rows: 0, windows: 2 });
+    assertEquals(await readView(db.sql, "late_metric"), expected, "after the merge");
+    const [{ total }] = await db.sql<{ total: number }[]>`
+      SELECT sum(n)::int AS total FROM _prom_data.compressed`;
+    assertEquals(total, 202, "the hidden copy was dropped by the merge");
+  } finally {
+    await db.drop();
+  }
+});
+
+Deno.test("the connector stores a late write into a window whose partition was compacted", async () => {
+  const db = await freshDatabase("compress_late_conn");
+  const c = await inProcessConnector(db.uri, [], { pool: 4 });
+  try {
+    const post = async (samples: { value: number; timestamp: number }[]) => {
+      const res = await fetch(`${c.url}/write`, {
+        method: "POST",
+        headers: { "content-encoding": "snappy", "content-type": "application/x-protobuf" },
+        body: writeRequestBody([{
+          labels: { __name__: "conn_late", job: "x" },
+          samples,
+        }]) as Uint8Array<
+          ArrayBuffer
+        >,
+      });
+      assertEquals(res.status, 204, await res.text());
+    };
+    await post(Array.from({ length: 100 }, (_, i) => ({ value: i, timestamp: D + i * 15_000 })));
+    assertEquals((await compact(db.sql)).droppedPartitions.length, 1);
+    // The connector's cached partition is gone: it must find out and make it again.
+    await post([{ value: 0.5, timestamp: D + 7_500 }, { value: 99, timestamp: D + 15_000 }]);
+    const got = await readView(db.sql, "conn_late");
+    assertEquals(got.length, 101);
+    assertEquals(got[1][2], hex(bitsOf(0.5)));
+    assertEquals(got[2][2], hex(bitsOf(1)), "the compressed sample wins over a later copy");
+    await compact(db.sql);
+    assertEquals(await readView(db.sql, "conn_late"), got);
+    assertEquals((await forms(db.sql)).rows, 0);
+  } finally {
+    await c.stop();
+    await db.drop();
+  }
+});
