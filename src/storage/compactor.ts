@@ -247,9 +247,14 @@ export class Compactor {
           ORDER BY range_start`;
         for (const p of parts) {
           if (this.#stopped) break;
-          await this.#compactPartition(conn, p.table_name, p.range_end, result);
-          if (await this.#dropIfEmpty(conn, p.table_name)) {
-            result.droppedPartitions.push(p.table_name);
+          try {
+            await this.#compactPartition(conn, p.table_name, p.range_end, result);
+            if (await this.#dropIfEmpty(conn, p.table_name)) {
+              result.droppedPartitions.push(p.table_name);
+            }
+          } catch (err) {
+            // Dropped meanwhile (retention): nothing left to compact there.
+            if ((err as { code?: string }).code !== "42P01") throw err;
           }
         }
         if (result.droppedPartitions.length) this.o.onPartitionsDropped?.();

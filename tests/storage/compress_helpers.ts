@@ -90,3 +90,23 @@ export async function compact(sql: Sql, batchSeries = 200): Promise<CompactResul
 export function hex(b: bigint): string {
   return b.toString(16).padStart(16, "0");
 }
+
+/**
+ * Asserts two long lists are equal, reporting the first difference
+ * (node:assert's diff of thousands of rows takes minutes).
+ */
+export function assertSameRows<T>(actual: T[], expected: T[], msg = ""): void {
+  const a = actual.map((x) => JSON.stringify(x));
+  const e = expected.map((x) => JSON.stringify(x));
+  const n = Math.min(a.length, e.length);
+  for (let i = 0; i < n; i++) {
+    if (a[i] !== e[i]) {
+      throw new Error(`${msg}: row ${i} differs: got ${a[i]}, expected ${e[i]}`);
+    }
+  }
+  if (a.length !== e.length) {
+    throw new Error(
+      `${msg}: ${a.length} rows, expected ${e.length} (first extra: ${a[n] ?? e[n]})`,
+    );
+  }
+}

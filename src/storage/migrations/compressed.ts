@@ -179,6 +179,29 @@ BEGIN
 END $$;
 
 SELECT _prom_catalog.create_metric_view(metric_name) FROM _prom_catalog.metric;
+
+-- Retention of compressed windows: deletes, at most 'max_rows' per call,
+-- the windows whose newest sample is older than their metric's retention
+-- (the default or the metric's own). A window straddling the cut is kept
+-- whole until it is entirely expired, as a partition is.
+CREATE FUNCTION _prom_catalog.drop_expired_compressed(max_rows int)
+RETURNS TABLE (metric_name text, windows bigint)
+LANGUAGE sql AS $$
+  WITH d AS (SELECT retention_period AS r FROM _prom_catalog.default_retention),
+  doomed AS (
+    SELECT c.ctid AS t, s.metric_name
+    FROM _prom_data.compressed c
+    JOIN _prom_catalog.series s ON s.id = c.series_id
+    LEFT JOIN _prom_catalog.metric_retention m ON m.metric_name = s.metric_name
+    WHERE c.max_time < now() - coalesce(m.retention_period, (SELECT r FROM d))
+    LIMIT max_rows
+  ), gone AS (
+    DELETE FROM _prom_data.compressed c USING doomed
+    WHERE c.ctid = doomed.t
+    RETURNING doomed.metric_name
+  )
+  SELECT metric_name, count(*) FROM gone GROUP BY metric_name
+$$;
 `;
 
 /** Version 8: compressed per-series day windows, read through the same views. */
