@@ -365,11 +365,17 @@ async function main(): Promise<number> {
   });
   const problems: string[] = [];
   try {
-    // The helper's cluster trades durability for speed; a crash must not
-    // lose acknowledged commits here, so commits wait for the WAL again.
-    await watch`ALTER SYSTEM SET synchronous_commit = on`;
-    await watch`ALTER SYSTEM SET fsync = on`;
-    await pg.restart(0);
+    // The helper's cluster runs with synchronous_commit=off (given on its
+    // command line, which ALTER SYSTEM cannot override): a crash would lose
+    // the last acknowledged commits. A role setting applies to every new
+    // session, so the connectors' commits wait for the WAL again. (fsync
+    // stays off: the kill below is a process crash, not an OS crash.)
+    await watch`ALTER ROLE postgres SET synchronous_commit = on`;
+    const check = postgres(pg.uri, { max: 1, onnotice: () => {} });
+    const [{ synchronous_commit }] = await check<{ synchronous_commit: string }[]>`
+      SHOW synchronous_commit`;
+    await check.end();
+    if (synchronous_commit !== "on") throw new Error(`synchronous_commit is ${synchronous_commit}`);
     const connectors: Service[] = await Promise.all([
       startConnector({ dbUri: pg.uri, args: HA_ARGS }),
       startConnector({ dbUri: pg.uri, args: HA_ARGS }),
