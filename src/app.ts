@@ -6,7 +6,8 @@
 import type { Sql } from "../deps.ts";
 import { type Config, redactUri } from "./config.ts";
 import { authorizer } from "./auth.ts";
-import { type IngestFilter, passThrough, writeHandler } from "./remote_write/handler.ts";
+import { type IngestFilter, passThrough } from "./ingest.ts";
+import { writeHandler } from "./remote_write/handler.ts";
 import { HaFilter } from "./ha/filter.ts";
 import { HaClusters } from "./ha/clusters.ts";
 import { Reconciler } from "./ha/reconciler.ts";

@@ -19,56 +19,20 @@
  */
 import type { Sql, TransactionSql } from "../../deps.ts";
 import { UnavailableError } from "../errors.ts";
+import {
+  type Fence,
+  FenceError,
+  type SampleWriter,
+  type WriteOptions,
+  type WriteResult,
+  type WriteSeries,
+} from "../ingest.ts";
 import { type Gate, mapDbError } from "./db.ts";
 import type { SeriesCache } from "./series_cache.ts";
 
-/** A series to store: sorted labels (with __name__) and its samples. */
-export interface WriteSeries {
-  labels: { name: string; value: string }[];
-  timestamps: ArrayLike<number>;
-  /** Values bit for bit (a Float64Array: a JS number may lose a NaN's payload). */
-  values: Float64Array;
-}
-
-/** What a write did, for metrics. */
-export interface WriteResult {
-  samples: number;
-  newSeries: number;
-  /** True when the fast COPY hit existing rows and the slow path ran. */
-  deduplicated: boolean;
-}
-
-/**
- * A condition of an HA write: the samples commit only if `leader` still
- * holds the lease of `cluster` that started at `start` (sample ms), checked
- * under the cluster's fence lock in the write's own transaction.
- */
-export interface Fence {
-  cluster: string;
-  leader: string;
-  start: number;
-  /** Called when the lease moved on before the write could commit (the write fails with 503). */
-  lost?: () => void;
-}
-
-/** What goes with the samples of a write. */
-export interface WriteOptions {
-  /** Runs right before the samples are sent and may refuse (throw). */
-  guard?: () => void;
-  /** Samples for the HA stage (`_prom_data.ha_stage`), committed with the others. */
-  staged?: WriteSeries[];
-  /** Leases the write depends on (HA leader samples). */
-  fences?: Fence[];
-}
-
-/** Something that stores series: the real writer, or a test double. */
-export interface SampleWriter {
-  /** Stores the series (and stages `staged`) atomically; a 2xx may follow once it resolves. */
-  write(series: WriteSeries[], options?: WriteOptions): Promise<WriteResult>;
-}
-
-/** The lease a fenced write depended on moved on before it committed. */
-export class FenceError extends UnavailableError {}
+// Moved to ingest.ts; re-exported for existing importers.
+export type { Fence, SampleWriter, WriteOptions, WriteResult, WriteSeries } from "../ingest.ts";
+export { FenceError } from "../ingest.ts";
 
 const DAY_MS = 86_400_000;
 /** Milliseconds from the Unix epoch to PostgreSQL's (2000-01-01). */
