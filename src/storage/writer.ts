@@ -27,7 +27,8 @@ import {
   type WriteResult,
   type WriteSeries,
 } from "../ingest.ts";
-import { type Gate, mapDbError } from "./db.ts";
+import { isNoPartition, isUniqueViolation, mapDbError } from "../db_errors.ts";
+import type { Gate } from "./db.ts";
 import type { SeriesCache } from "./series_cache.ts";
 
 // Moved to ingest.ts; re-exported for existing importers.
@@ -135,10 +136,10 @@ export class PgWriter implements SampleWriter {
         try {
           deduplicated = await this.#submit(pending);
         } catch (err) {
-          // 23514 "no partition of relation found for row": the retention
-          // job (maybe another connector's) dropped a partition this writer
+          // "No partition of relation found for row": the retention job
+          // (maybe another connector's) dropped a partition this writer
           // still had cached. Forget the cache, make sure again, retry once.
-          if ((err as { code?: string }).code !== "23514") throw err;
+          if (!isNoPartition(err)) throw err;
           this.forgetPartitions();
           await this.#ensurePartitions(all);
           deduplicated = await this.#submit(pending);
@@ -216,7 +217,7 @@ export class PgWriter implements SampleWriter {
       await this.#storeOnce(p, false);
       return false;
     } catch (err) {
-      if ((err as { code?: string }).code !== "23505") throw err;
+      if (!isUniqueViolation(err)) throw err;
       await this.#storeOnce(p, true);
       return true;
     }
