@@ -140,6 +140,16 @@ Deno.test("no module under src/ imports across the layers and stages of docs/arc
   assertEquals(problems, []);
 });
 
+Deno.test("nothing under src/ but config.ts reads the environment", async () => {
+  const readers: string[] = [];
+  for (const path of await sourceFiles("src")) {
+    if (path === "src/config.ts" || path === "src/config_compat.ts") continue;
+    const text = await Deno.readTextFile(`${REPO_ROOT}/${path}`);
+    if (/\bDeno\.env\b/.test(text)) readers.push(path);
+  }
+  assertEquals(readers, []);
+});
+
 Deno.test("importSpecifiers() finds single-line, multi-line, re-export and dynamic imports, not comments", () => {
   const text = `
 import type { A } from "./a.ts";

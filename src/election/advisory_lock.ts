@@ -1,6 +1,6 @@
 /**
- * Legacy leader election through a PostgreSQL advisory lock (DESIGN.md,
- * "High availability, legacy"): connectors paired one-to-one with
+ * Legacy leader election through a PostgreSQL advisory lock (README,
+ * "Legacy leader election"): connectors paired one-to-one with
  * Prometheus servers compete for `pg_try_advisory_lock(id)`; the holder
  * writes, the others drop.
  *

@@ -33,7 +33,7 @@ interface Group {
   members: { index: number; replica: string }[];
 }
 
-/** Lease-based HA de-duplication (DESIGN.md, "High availability: lease-based"). */
+/** Lease-based HA de-duplication (docs/architecture.md, "High availability"; docs/ha.md). */
 export class HaFilter implements IngestFilter {
   readonly #o: HaFilterOptions;
 
