@@ -29,6 +29,7 @@ import { SeriesCache } from "./storage/series_cache.ts";
 import { PgWriter } from "./storage/writer.ts";
 import { DEFAULT_MAX_READ_SAMPLES, readHandler } from "./remote_read/handler.ts";
 import { RetentionJob } from "./storage/retention.ts";
+import { Compactor } from "./storage/compactor.ts";
 import type { Logger } from "./telemetry/log.ts";
 import { ConnectorMetrics } from "./telemetry/metrics.ts";
 import { errorMessage } from "./errors.ts";
@@ -275,6 +276,18 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
     });
     retention.start();
     background.push(retention);
+    // The compactor (docs/storage.md): every connector runs it, an advisory
+    // lock lets one at a time work.
+    if (cfg.storage.compressAfterMs > 0) {
+      const compactor = new Compactor({
+        sql,
+        log,
+        delayMs: cfg.storage.compressAfterMs,
+        onPartitionsDropped: () => writer.forgetPartitions(),
+      });
+      compactor.start();
+      background.push(compactor);
+    }
     const monitor = new OpsMonitor({
       metrics,
       leaderAges: cfg.metrics.ha.enabled

@@ -80,6 +80,8 @@ export interface Config {
   };
   telemetry: { logLevel: LogLevel; logFormat: LogFormat };
   startup: { only: boolean; skipMigrate: boolean };
+  /** --storage.compress-after: sealed partitions this old are compacted; 0 = off. */
+  storage: { compressAfterMs: number };
   /** From Promscale's dataset configuration (`startup.dataset.config`). */
   dataset: {
     /** metrics.default_retention_period, applied at start; null = leave the database's. */
@@ -521,6 +523,15 @@ const FLAGS: readonly FlagSpec[] = [
     choices: LOG_FORMATS,
     aliases: ["log-format"],
     help: `Log format: ${LOG_FORMATS.join(", ")}.`,
+  },
+  {
+    group: "Storage",
+    name: "storage.compress-after",
+    kind: "duration",
+    arg: "<duration>",
+    def: "1h",
+    help: "Compress a partition's samples (a day's) once it ended this long ago " +
+      "(docs/storage.md); 0 turns the compactor off. Keep it beyond the HA windows.",
   },
   {
     group: "Startup",
@@ -1410,6 +1421,7 @@ export function parseConfig(
       logFormat: r.choice<LogFormat>("telemetry.log.format"),
     },
     startup,
+    storage: { compressAfterMs: r.duration("storage.compress-after", { positive: false }) },
     dataset: { defaultRetentionMs: datasetLayer.retentionMs },
     warnings: [...new Set(warnings)],
   };

@@ -101,6 +101,7 @@ Deno.test("parseConfig() fills every field with its default", () => {
     legacyElection: { advisoryLockId: null, prometheusTimeoutMs: 0 },
     telemetry: { logLevel: "info", logFormat: "logfmt" },
     startup: { only: false, skipMigrate: false },
+    storage: { compressAfterMs: 3_600_000 },
     dataset: { defaultRetentionMs: null },
     warnings: [],
   });
@@ -692,6 +693,7 @@ Deno.test("parseConfig() --help lists every flag with its env name and no env va
     "telemetry.log.format",
     "startup.only",
     "startup.skip-migrate",
+    "storage.compress-after",
   ];
   const env = { PROMSCALE_DB_PASSWORD: "hunter2", PROMSCALE_WEB_AUTH_PASSWORD: "hunter3" };
   for (const argv of [["--help"], ["-h"], ["--db.host=x", "--help"]]) {

@@ -9,7 +9,9 @@
  * is one row whatever its length and values keep every bit (postgres.js
  * reads float8 as text, which loses NaN payloads such as the staleness
  * marker). Rows come through a cursor, so the statement stops as soon as
- * the sample limit is passed.
+ * the sample limit is passed. Samples come from
+ * `_prom_catalog.series_samples`, which reads rows and compressed windows
+ * (docs/storage.md) with the time bounds applied to both.
  *
  * @module
  */
@@ -72,8 +74,8 @@ export async function runQueries(
             string_agg(int8send(floor(extract(epoch FROM d.time) * 1000)::int8), ''::bytea
                        ORDER BY d.time) AS ts,
             string_agg(float8send(d.value), ''::bytea ORDER BY d.time) AS vs
-          FROM (SELECT time, value FROM _prom_data.samples
-                WHERE series_id = ser.id AND time >= $1::timestamptz AND time <= $2::timestamptz
+          FROM (SELECT time, value
+                FROM _prom_catalog.series_samples(ser.id, $1::timestamptz, $2::timestamptz)
                 ORDER BY time LIMIT $3::int8) d
         ) x
         WHERE x.n > 0`;

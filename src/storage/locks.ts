@@ -12,12 +12,14 @@ import {
   PARTITION_LOCK_KEY,
 } from "./migrations/schema.ts";
 import { RETENTION_LOCK_KEY } from "./retention.ts";
+import { COMPACTOR_LOCK_KEY } from "./compactor.ts";
 
 /** Bigint-form keys in use, with what each guards. */
 export const INTERNAL_LOCK_KEYS: ReadonlyMap<number, string> = new Map([
   [MIGRATION_LOCK_KEY, "schema migrations"],
   [PARTITION_LOCK_KEY, "partition creation"],
   [RETENTION_LOCK_KEY, "the retention job"],
+  [COMPACTOR_LOCK_KEY, "the compactor"],
 ]);
 
 /** Two-int-form classes in use (the second int varies), with what each guards. */

@@ -12,6 +12,9 @@
  * cut are deleted in batches. With only the default set (the usual case),
  * that is just dropping partitions.
  *
+ * Compressed windows (docs/storage.md) are deleted once their newest
+ * sample is older than their metric's retention.
+ *
  * With TimescaleDB, `_prom_data.samples` is a hypertable and its chunks are
  * dropped with `drop_chunks` instead (that branch is untested here: the
  * test machines have no TimescaleDB).
@@ -142,6 +145,7 @@ export class RetentionJob {
         result.ran = true;
         await this.#dropExpired(conn, result);
         await this.#deleteExpiredRows(conn, result);
+        await this.#deleteExpiredCompressed(conn);
         await this.#forgetClusters(conn, result);
       } finally {
         await conn`SELECT pg_advisory_unlock(${RETENTION_LOCK_KEY})`.catch(() => {});
@@ -206,6 +210,28 @@ export class RetentionJob {
       }
     }
     if (result.droppedPartitions.length) this.#dropped(result.droppedPartitions, plan.longest);
+  }
+
+  /**
+   * Deletes the compressed windows (docs/storage.md) whose newest sample is
+   * older than their metric's retention, in batches.
+   */
+  async #deleteExpiredCompressed(conn: Sql): Promise<void> {
+    const batch = this.o.deleteBatch ?? DEFAULT_DELETE_BATCH;
+    const total: Record<string, number> = {};
+    while (true) {
+      const rows = await conn<{ metric_name: string; windows: string }[]>`
+        SELECT metric_name, windows::text FROM _prom_catalog.drop_expired_compressed(${batch})`;
+      let n = 0;
+      for (const r of rows) {
+        total[r.metric_name] = (total[r.metric_name] ?? 0) + Number(r.windows);
+        n += Number(r.windows);
+      }
+      if (n < batch) break;
+    }
+    for (const [metric, windows] of Object.entries(total)) {
+      this.o.log.info("Retention deleted expired compressed windows", { metric, windows });
+    }
   }
 
   /** Forgets the HA clusters silent longer than `haForgetAfterMs` (migration 5). */
