@@ -1,7 +1,7 @@
 /**
  * The compactor: turns the rows of sealed partitions of
  * `_prom_data.samples` into `_prom_data.compressed` rows (one per series
- * and UTC day, see migrations/compressed.ts and docs/storage.md), then
+ * and 2-hour window, see migrations/compressed.ts and docs/storage.md), then
  * drops the emptied partitions.
  *
  * A partition is sealed when it ends `delayMs` (default 1 h) before now.
@@ -27,6 +27,7 @@
 import type { Sql } from "../../deps.ts";
 import type { Logger } from "../telemetry/log.ts";
 import { PARTITION_LOCK_KEY } from "./migrations/schema.ts";
+import { COMPRESS_WINDOW } from "./migrations/compressed.ts";
 
 /** Advisory lock key held during a compaction pass (shared by all connectors). */
 export const COMPACTOR_LOCK_KEY = 0x636f6d70; // "comp"
@@ -39,8 +40,6 @@ export const DEFAULT_COMPACT_INTERVAL_MS = 300_000;
 
 /** Series per batch (transaction). */
 const BATCH_SERIES = 200;
-
-const DAY_MS = 86_400_000;
 
 /** Options of the compactor. */
 export interface CompactorOptions {
@@ -323,7 +322,7 @@ export class Compactor {
         `WITH gone AS (
            DELETE FROM ${rel} WHERE series_id = ANY($1::int8[]) RETURNING series_id, time, value
          ), keys AS (
-           SELECT DISTINCT series_id, date_bin('1 day', time, 'epoch') AS win FROM gone
+           SELECT DISTINCT series_id, date_bin('${COMPRESS_WINDOW}', time, 'epoch') AS win FROM gone
          ), old AS (
            DELETE FROM _prom_data.compressed c USING keys k
            WHERE c.series_id = k.series_id AND c.window_start = k.win
@@ -348,7 +347,7 @@ export class Compactor {
            WHERE NOT EXISTS (SELECT 1 FROM dec d WHERE d.series_id = g.series_id AND d.time = g.time)
          ), ins AS (
            INSERT INTO compact_win (series_id, win, ts, vs, vals)
-           SELECT series_id, date_bin('1 day', time, 'epoch'),
+           SELECT series_id, date_bin('${COMPRESS_WINDOW}', time, 'epoch'),
              string_agg(int8send(floor(extract(epoch FROM time) * 1000)::int8), ''::bytea
                         ORDER BY time),
              string_agg(float8send(value), ''::bytea ORDER BY time),
@@ -484,6 +483,3 @@ function float64s(b: Uint8Array): Float64Array {
 function quoteIdent(name: string): string {
   return `"${name.replaceAll('"', '""')}"`;
 }
-
-/** Day length, for callers that align to windows. */
-export const COMPRESS_WINDOW_MS = DAY_MS;

@@ -103,7 +103,7 @@ Deno.test("views, series_samples() and remote read return the same samples befor
     assertEquals(before.ranged[3].length, 0);
 
     const res = await compact(db.sql);
-    assertEquals(res.windows, 8, "two sealed days × four series");
+    assertEquals(res.windows, 96, "two sealed days × 12 windows × four series");
     const f = await forms(db.sql);
     assert(f.rows > 0 && f.rows < before.view.length / 2, `today stays rows: ${f.rows}`);
     const after = await snapshot();

@@ -1,8 +1,8 @@
 /**
  * Compressed storage (version 8; design in docs/storage.md).
  *
- * `_prom_data.compressed` holds one row per series and UTC day window
- * (`date_bin('1 day', time, epoch)`) of sealed data, made by the compactor
+ * `_prom_data.compressed` holds one row per series and 2-hour window
+ * (`date_bin('2 hours', time, epoch)`) of sealed data, made by the compactor
  * (src/storage/compactor.ts) from the rows of a sealed partition:
  *
  * - times: `min_time` plus `(i - 1) * step_ms + t_corr[i]` ms for the i-th
@@ -33,8 +33,13 @@
  */
 import type { Migration } from "./schema.ts";
 
-/** The width of a compressed window (a UTC day, aligned on the epoch). */
-export const COMPRESS_WINDOW = "1 day";
+/**
+ * The width of a compressed window, aligned on the epoch. Two hours, as a
+ * Prometheus TSDB block: a dashboard's last hours decode a few windows
+ * per series, not a day, and the per-row overhead is still well below a
+ * byte per sample at 15 s scrapes.
+ */
+export const COMPRESS_WINDOW = "2 hours";
 
 const SQL = `
 CREATE TABLE _prom_data.compressed (
