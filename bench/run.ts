@@ -4,7 +4,7 @@
  * rows and payloads, in one run, so that the ratios survive a noisy machine.
  *
  *   deno task bench [--series 10000] [--slots 60] [--batch 2000] [--senders 8]
- *     [--interval 15] [--repeat 1] [--only decode,copy,prometheus,connector,ha,rss]
+ *     [--interval 15] [--repeat 1] [--only decode,copy,prometheus,connector,ha,rss,storage]
  *     [--rss-series 100000] [--decode-seconds 3] [--connector-args "--db.connections-max 8"]
  *     [--ha-lag-slots 0] [--ha-drain-timeout 60]
  *
@@ -29,6 +29,7 @@ import {
 } from "../tests/helpers/procs.ts";
 import { haRun, median, metricSum } from "./ha.ts";
 import type { DecodeResult } from "./decode.ts";
+import { storageReport, type StorageResult } from "./storage.ts";
 import type { LoadResult } from "./loadgen.ts";
 import {
   benchLabels,
@@ -55,7 +56,7 @@ interface Options {
   haDrainTimeoutS: number;
 }
 
-const PARTS = ["decode", "copy", "prometheus", "connector", "ha", "rss"];
+const PARTS = ["decode", "copy", "prometheus", "connector", "ha", "rss", "storage"];
 
 function parseArgs(argv: string[]): Options {
   const get = (name: string, def: string) => {
@@ -797,7 +798,18 @@ async function main(): Promise<void> {
       rss = await rssRun(rssPlan, o.rssSeries, o.connectorArgs);
     }
 
-    const md = report(o, m, machine().loadavg, runs, decode, rss);
+    // Storage (bench/storage.ts): bytes per sample and reads, rows against
+    // compressed windows; its own databases and loads, its own Markdown.
+    let storageMd = "";
+    if (o.only.has("storage")) {
+      log("storage: rows against compressed windows");
+      const results: StorageResult[] = JSON.parse(
+        await runDeno("bench/storage.ts", ["--repeat", String(Math.max(3, o.repeat)), "--json"]),
+      );
+      storageMd = "\n## Storage: rows against compressed windows\n\n" + storageReport(results);
+    }
+
+    const md = report(o, m, machine().loadavg, runs, decode, rss) + storageMd;
     const stamp = new Date().toISOString().replaceAll(":", "-").slice(0, 19);
     await Deno.writeTextFile(`${outDir}/latest.md`, md);
     await Deno.writeTextFile(
