@@ -391,7 +391,7 @@ export class Compactor {
       await conn.unsafe(
         `INSERT INTO _prom_data.compressed
            (series_id, window_start, min_time, max_time, n, step_ms, t_corr, v_scale, v_base,
-            v_delta, v_exc, v_raw)
+            v_delta, v_exc, v_raw, toast_pad)
          SELECT w.sid, w.win::timestamptz, w.min_t::timestamptz, w.max_t::timestamptz, w.n,
            w.step, w.t_corr::int4[], w.scale,
            CASE WHEN w.scale IS NULL THEN NULL ELSE w.base END,
@@ -399,7 +399,8 @@ export class Compactor {
            CASE WHEN w.exc IS NOT NULL THEN
              ARRAY(SELECT CASE WHEN u.i = ANY(w.exc::int4[]) THEN u.v END
                    FROM unnest(cw.vals) WITH ORDINALITY AS u(v, i) ORDER BY u.i) END,
-           CASE WHEN w.scale IS NULL THEN cw.vals END
+           CASE WHEN w.scale IS NULL THEN cw.vals END,
+           decode(repeat('00', 2048), 'hex')
          FROM unnest($1::int8[], $2::text[], $3::int4[], $4::text[], $5::text[],
                      $6::int4[], $7::text[], $8::float8[], $9::int8[], $10::text[], $11::text[])
            AS w(sid, win, n, min_t, max_t, step, t_corr, scale, base, deltas, exc)

@@ -15,7 +15,7 @@
  *   elsewhere, so only a bitmap is paid for them).
  * - otherwise the values as they are, in `v_raw`.
  *
- * The arrays are TOAST-compressed with lz4: runs of equal deltas and
+ * The arrays are TOAST-compressed with lz4 (every row, see toast_pad): runs of equal deltas and
  * corrections (regular scrapes, constant gauges) shrink to almost nothing.
  * Float8 arrays and float8 columns keep every bit; the float8 values in
  * `v_exc` and `v_raw` are copied in SQL from the rows, never through text.
@@ -55,10 +55,21 @@ CREATE TABLE _prom_data.compressed (
   v_delta      int4[] COMPRESSION lz4,
   v_exc        float8[] COMPRESSION lz4,
   v_raw        float8[] COMPRESSION lz4,
+  -- 2 kB of zeros (lz4 makes them about 20 bytes): PostgreSQL compresses a
+  -- row's values only when the row is longer than about 2 kB
+  -- (TOAST_TUPLE_THRESHOLD; toast_tuple_target only lowers where it stops),
+  -- and a window of a few hundred samples is shorter than that.
+  toast_pad    bytea COMPRESSION lz4,
   PRIMARY KEY (series_id, window_start),
   CHECK (min_time <= max_time AND n > 0),
   CHECK ((v_scale IS NULL) = (v_raw IS NOT NULL))
 ) WITH (toast_tuple_target = 128);
+-- MAIN: compressed inline; moved to the TOAST table only when a row is
+-- still longer than about 8 kB after compression (many small out-of-line
+-- values would cost a TOAST row and index entry each).
+ALTER TABLE _prom_data.compressed
+  ALTER t_corr SET STORAGE MAIN, ALTER v_delta SET STORAGE MAIN, ALTER v_exc SET STORAGE MAIN,
+  ALTER v_raw SET STORAGE MAIN, ALTER toast_pad SET STORAGE MAIN;
 
 -- All rows older than 'horizon' may have a compressed copy; newer ones
 -- cannot (windows are compacted only once sealed, horizon only grows).
