@@ -6,6 +6,8 @@
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { freshDatabase } from "../helpers/db.ts";
 import { encodeWindow } from "../../src/storage/compactor.ts";
+import { MIGRATIONS } from "../../src/storage/migrations/schema.ts";
+import { COMPRESSED_MIGRATION } from "../../src/storage/migrations/compressed.ts";
 import {
   bitsOf,
   compact,
@@ -138,6 +140,38 @@ Deno.test("compaction keeps hostile values and times bit for bit, through the vi
     for (const s of all) {
       assertEquals(await readView(db.sql, s.labels.__name__), before.get(s.labels.__name__));
     }
+  } finally {
+    await db.drop();
+  }
+});
+
+Deno.test("the compressed-storage migration keeps the existing metric views and their data", async () => {
+  const db = await freshDatabase("compress_upgrade");
+  try {
+    // The schema as it was before version 8, with a metric written.
+    await db.sql`CREATE SCHEMA _prom_catalog`;
+    await db.sql`CREATE TABLE _prom_catalog.migrations (
+      version int PRIMARY KEY, description text NOT NULL,
+      applied_at timestamptz NOT NULL DEFAULT now())`;
+    for (const m of MIGRATIONS.filter((m) => m.version < COMPRESSED_MIGRATION.version)) {
+      await db.sql.begin(async (tx) => {
+        await tx.unsafe(typeof m.sql === "string" ? m.sql : m.sql({ timescaledb: false }));
+        await tx`INSERT INTO _prom_catalog.migrations VALUES (${m.version}, ${m.description})`;
+      });
+    }
+    const times = [T0, T0 + 15_000, T0 + 30_000];
+    const bits = [bitsOf(1.5), STALE, bitsOf(3)];
+    await store(db.sql, [series("old_metric", times, bits)]);
+    const before = await readView(db.sql, "old_metric");
+    assertEquals(before.map((r) => r[2]), bits.map(hex));
+    await setup(db.sql);
+    const [{ def }] = await db.sql<{ def: string }[]>`
+      SELECT pg_get_viewdef('prom_metric.old_metric'::regclass) AS def`;
+    assert(def.includes("all_samples"), def);
+    assertEquals(await readView(db.sql, "old_metric"), before);
+    await compact(db.sql);
+    assertEquals((await forms(db.sql)).rows, 0);
+    assertEquals(await readView(db.sql, "old_metric"), before);
   } finally {
     await db.drop();
   }
