@@ -75,6 +75,16 @@ LANGUAGE sql AS $$
   ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value
 $$;
 
+-- A setting of _prom_catalog.default as milliseconds (connectors read the
+-- HA lease timings so); NULL when absent or not an interval.
+CREATE FUNCTION _prom_catalog.default_interval_ms(_key text) RETURNS double precision
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  RETURN extract(epoch FROM _prom_catalog.get_default_value(_key)::interval) * 1000;
+EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow THEN
+  RETURN NULL;
+END $$;
+
 ---------------------------------------------------------------- label ids
 
 -- One row per label pair. Keyed by a hash: values can be longer than a
