@@ -17,6 +17,7 @@
 import assert from "node:assert/strict";
 import { postgres, type Sql } from "../../deps.ts";
 import type { Connector } from "../../src/app.ts";
+import { migrate } from "../../src/storage/migrate.ts";
 import { MIGRATIONS } from "../../src/storage/migrations/schema.ts";
 import { inProcessConnector } from "../helpers/connector.ts";
 import { type FreshDatabase, freshDatabase } from "../helpers/db.ts";
@@ -301,11 +302,20 @@ Deno.test("Promscale's documented SQL runs on data written through the connector
       // namespace="dev": two cpu_usage series and one cpu_total series.
       assert.deepEqual(card.map((r) => [r.ns, r.n]), [["dev", 3], ["production", 2]]);
       const [m] = await sql<
-        { id: number; table_name: string; label_keys: string[]; retention_period: string }[]
+        {
+          id: number;
+          table_name: string;
+          label_keys: string[];
+          retention_period: string;
+          chunk_interval: string;
+          total_chunks: number | null;
+        }[]
       >`SELECT * FROM prom_info.metric WHERE metric_name = 'cpu_usage'`;
       assert.equal(m.table_name, "cpu_usage");
       assert.deepEqual(m.label_keys, ["__name__", "namespace", "node"]);
       assert.equal(m.retention_period, "90 days");
+      // Daily partitions shared by all metrics: no per-metric chunk counts.
+      assert.deepEqual([m.chunk_interval, m.total_chunks], ["1 day", null]);
       assert.ok(m.id > 0);
       const labels = await sql<
         { key: string; value_column_name: string; id_column_name: string; values: string[] }[]
@@ -500,3 +510,21 @@ Deno.test("views made before the migration keep their columns and gain <key>_id 
 function s_(labels: Record<string, string>, value: number): PayloadSeries {
   return { labels, samples: [{ value, timestamp: Date.now() - 1000 }] };
 }
+
+Deno.test("a Promscale database is refused at the first migration and left as it was", async () => {
+  const db = await freshDatabase("compat_sql_promscale_db");
+  try {
+    // Promscale's catalog: series with label-id arrays.
+    await db.sql.unsafe(`
+      CREATE SCHEMA _prom_catalog;
+      CREATE TABLE _prom_catalog.series (id bigint PRIMARY KEY, metric_id int, labels int[]);
+      INSERT INTO _prom_catalog.series VALUES (1, 1, '{1,2}');`);
+    await assert.rejects(migrate(db.sql), /relation "series" already exists/);
+    const [left] = await db.sql<{ rows: number; views: string | null }[]>`
+      SELECT (SELECT count(*)::int FROM _prom_catalog.series WHERE labels = '{1,2}') AS rows,
+             to_regnamespace('prom_metric')::text AS views`;
+    assert.deepEqual(left, { rows: 1, views: null });
+  } finally {
+    await db.drop();
+  }
+});
