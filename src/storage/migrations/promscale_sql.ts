@@ -96,12 +96,20 @@ CREATE TABLE _prom_catalog.label (
   hash  bytea NOT NULL UNIQUE
 );
 
+-- (Not STRICT, so that it is inlined.)
 CREATE FUNCTION _prom_catalog.label_hash(key text, value text) RETURNS bytea
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-  SELECT _prom_catalog.labels_hash(jsonb_build_object(key, value))
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT sha256(textsend(jsonb_build_object(key, value)::text))
 $$;
 
 ALTER TABLE _prom_catalog.series ADD COLUMN label_ids jsonb;
+
+-- jsonb_each_text with the row estimate of a label set (10, not 100), so
+-- the planner looks pairs up in the label table's index rather than
+-- scanning it.
+CREATE FUNCTION _prom_catalog.label_pairs(labels jsonb, OUT key text, OUT value text)
+RETURNS SETOF record
+LANGUAGE internal IMMUTABLE STRICT PARALLEL SAFE ROWS 10 AS 'jsonb_each_text';
 
 -- Inserts the missing label pairs of 'label_sets', in hash order, so that
 -- concurrent callers lock them in the same order (no deadlock).
@@ -110,19 +118,19 @@ LANGUAGE sql AS $$
   INSERT INTO _prom_catalog.label (key, value, hash)
   SELECT key, value, h FROM (
     SELECT DISTINCT e.key, e.value, _prom_catalog.label_hash(e.key, e.value) AS h
-    FROM unnest(label_sets) l, jsonb_each_text(l) e
+    FROM unnest(label_sets) l, _prom_catalog.label_pairs(l) e
   ) x
   WHERE NOT EXISTS (SELECT 1 FROM _prom_catalog.label y WHERE y.hash = x.h)
   ORDER BY h
   ON CONFLICT (hash) DO NOTHING
 $$;
 
--- The label ids of a label set, as {"key": id}.
+-- The label ids of a label set, as {"key": id}: one index look-up per pair.
 CREATE FUNCTION _prom_catalog.label_ids_of(labels jsonb) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
-  SELECT coalesce(jsonb_object_agg(e.key, l.id), '{}')
+  SELECT coalesce(jsonb_object_agg(e.key, (
+    SELECT l.id FROM _prom_catalog.label l WHERE l.hash = _prom_catalog.label_hash(e.key, e.value))), '{}')
   FROM jsonb_each_text(labels) e
-  JOIN _prom_catalog.label l ON l.hash = _prom_catalog.label_hash(e.key, e.value)
 $$;
 
 -- Every series gets its label ids when created, whatever inserts it.
@@ -148,36 +156,48 @@ ON CONFLICT (hash) DO NOTHING;
 UPDATE _prom_catalog.series SET label_ids = _prom_catalog.label_ids_of(labels);
 
 -- As in version 1, but the label pairs of new series are inserted first,
--- all at once and in hash order (see ensure_labels).
+-- all at once and in hash order (see ensure_labels), and their ids are
+-- looked up once per call, not once per series.
 CREATE OR REPLACE FUNCTION _prom_catalog.get_or_create_series(series_labels jsonb[])
 RETURNS TABLE (idx int, series_id bigint, created boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
   r record;
   new_ids bigint[] := '{}';
+  fresh jsonb[];
 BEGIN
-  PERFORM _prom_catalog.ensure_labels(ARRAY(
-    SELECT l FROM unnest(series_labels) l
+  fresh := ARRAY(
+    SELECT DISTINCT l FROM unnest(series_labels) l
     WHERE NOT EXISTS (SELECT 1 FROM _prom_catalog.series s
-                      WHERE s.labels_hash = _prom_catalog.labels_hash(l))));
-  FOR r IN
-    WITH input AS (
-      SELECT DISTINCT l, _prom_catalog.labels_hash(l) AS h FROM unnest(series_labels) l
-    ), inserted AS (
-      INSERT INTO _prom_catalog.series (metric_name, labels, labels_hash, label_ids)
-      SELECT l ->> '__name__', l, h, _prom_catalog.label_ids_of(l) FROM input
-      WHERE NOT EXISTS (SELECT 1 FROM _prom_catalog.series s WHERE s.labels_hash = input.h)
-      ORDER BY h
-      ON CONFLICT (labels_hash) DO NOTHING
-      RETURNING id, metric_name, labels
-    )
-    SELECT metric_name, array_agg(DISTINCT k) AS keys, array_agg(DISTINCT id) AS ids
-    FROM inserted, jsonb_object_keys(labels) k
-    GROUP BY metric_name ORDER BY metric_name
-  LOOP
-    PERFORM _prom_catalog.register_metric(r.metric_name, r.keys);
-    new_ids := new_ids || r.ids;
-  END LOOP;
+                      WHERE s.labels_hash = _prom_catalog.labels_hash(l)));
+  IF cardinality(fresh) > 0 THEN
+    PERFORM _prom_catalog.ensure_labels(fresh);
+    FOR r IN
+      WITH input AS (
+        SELECT l, _prom_catalog.labels_hash(l) AS h FROM unnest(fresh) l
+      ), pairs AS (
+        SELECT i.h, e.key, e.value, _prom_catalog.label_hash(e.key, e.value) AS lh
+        FROM input i, _prom_catalog.label_pairs(i.l) e
+      ), ids AS (
+        SELECT p.h, jsonb_object_agg(p.key, lb.id) AS label_ids
+        FROM pairs p JOIN _prom_catalog.label lb ON lb.hash = p.lh
+        GROUP BY p.h
+      ), inserted AS (
+        INSERT INTO _prom_catalog.series (metric_name, labels, labels_hash, label_ids)
+        SELECT i.l ->> '__name__', i.l, i.h, ids.label_ids
+        FROM input i JOIN ids ON ids.h = i.h
+        ORDER BY i.h
+        ON CONFLICT (labels_hash) DO NOTHING
+        RETURNING id, metric_name, labels
+      )
+      SELECT metric_name, array_agg(DISTINCT k) AS keys, array_agg(DISTINCT id) AS ids
+      FROM inserted, jsonb_object_keys(labels) k
+      GROUP BY metric_name ORDER BY metric_name
+    LOOP
+      PERFORM _prom_catalog.register_metric(r.metric_name, r.keys);
+      new_ids := new_ids || r.ids;
+    END LOOP;
+  END IF;
   RETURN QUERY
     SELECT u.i::int, s.id, s.id = ANY(new_ids)
     FROM unnest(series_labels) WITH ORDINALITY AS u(l, i)
