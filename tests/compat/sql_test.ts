@@ -168,8 +168,12 @@ Deno.test("Promscale's documented SQL runs on data written through the connector
         assert.deepEqual(await values(`labels ? ('node' !=~ '^b')`), [0.1, 0.2, 0.9]);
         // Not anchored, unlike PromQL.
         assert.deepEqual(await values(`labels ? ('node' ==~ 'rai')`), [0.5, 0.6]);
-        // On a label array too.
+        // On a label array too, and containment there.
         assert.deepEqual(await values(`labels(series_id) ? ('node' == 'pinky')`), [0.1, 0.2]);
+        assert.deepEqual(
+          await values(`labels(series_id) @> jsonb '{"namespace": "dev", "node": "pinky"}'`),
+          [0.1, 0.2],
+        );
       },
     );
 

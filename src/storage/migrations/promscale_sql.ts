@@ -424,6 +424,14 @@ $$;
 CREATE OPERATOR prom_api.? (LEFTARG = jsonb, RIGHTARG = prom_api.label_matcher, FUNCTION = _prom_catalog.label_match);
 CREATE OPERATOR prom_api.? (LEFTARG = int[], RIGHTARG = prom_api.label_matcher, FUNCTION = _prom_catalog.label_match);
 
+-- Containment for label arrays (labels(series_id) @> jsonb '{...}'), the
+-- metric name left out of the pattern as in Promscale.
+CREATE FUNCTION _prom_catalog.label_contains(labels int[], json_labels jsonb) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+  SELECT prom_api.jsonb(labels::prom_api.label_array) @> (json_labels - '__name__')
+$$;
+CREATE OPERATOR prom_api.@> (LEFTARG = int[], RIGHTARG = jsonb, FUNCTION = _prom_catalog.label_contains);
+
 -- Promscale's matcher(jsonb), for labels @> matcher('{...}'): here the
 -- pairs themselves, __name__ left out.
 CREATE FUNCTION prom_api.matcher(labels jsonb) RETURNS jsonb
