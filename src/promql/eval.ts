@@ -63,6 +63,8 @@ export interface QueryTimes {
   /** 0 for an instant query. */
   stepMs: number;
   lookbackMs: number;
+  /** Step of subqueries that give none (Prometheus: the evaluation interval, default 1m). */
+  subqueryStepMs?: number;
 }
 
 /** Evaluation limits. */
@@ -156,8 +158,12 @@ export class Evaluator {
     return this.eval(expr, this.q.startMs);
   }
 
-  /** A range query: a matrix, series sorted by labels. */
-  range(expr: Expr): Series[] {
+  /**
+   * A range query: a matrix, series sorted by labels. Yields to the event
+   * loop every few milliseconds so that a long evaluation does not stall
+   * writes served by the same process.
+   */
+  async range(expr: Expr): Promise<Series[]> {
     const t = typeOf(expr);
     if (t !== "scalar" && t !== "vector") {
       throw new EvalError(
@@ -168,7 +174,13 @@ export class Evaluator {
     }
     const bySeries = new Map<string, Series>();
     let points = 0;
+    let lastYield = performance.now();
     for (let ts = this.q.startMs; ts <= this.q.endMs; ts += this.q.stepMs) {
+      if (performance.now() - lastYield > 20) {
+        await new Promise((r) => setTimeout(r, 0));
+        lastYield = performance.now();
+        this.checkDeadline(true);
+      }
       const v = this.eval(expr, ts);
       const samples: Sample[] = v.type === "scalar"
         ? [{ labels: {}, v: v.v }]
@@ -191,8 +203,8 @@ export class Evaluator {
     return [...bySeries.values()].sort((a, b) => compareLabels(a.labels, b.labels));
   }
 
-  private checkDeadline(): void {
-    if (this.limits.deadline !== undefined && (++this.#checks & 255) === 0) {
+  private checkDeadline(now = false): void {
+    if (this.limits.deadline !== undefined && ((++this.#checks & 255) === 0 || now)) {
       if (performance.now() > this.limits.deadline) {
         throw new EvalError("query timed out in expression evaluation", "timeout");
       }
@@ -286,7 +298,7 @@ export class Evaluator {
     }
     const end = (e.at ? atTime(e.at, this.q) : t) - e.offsetMs;
     const start = end - e.rangeMs;
-    const step = e.stepMs || DEFAULT_SUBQUERY_STEP_MS;
+    const step = e.stepMs || this.q.subqueryStepMs || DEFAULT_SUBQUERY_STEP_MS;
     let cache = this.#subqueryCache.get(e);
     if (!cache) this.#subqueryCache.set(e, cache = new Map());
     const bySeries = new Map<string, Series>();
