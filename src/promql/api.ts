@@ -18,7 +18,7 @@
  */
 import { HttpError } from "../errors.ts";
 import { COMMIT, VERSION } from "../version.ts";
-import type { Expr, LabelMatcher } from "./ast.ts";
+import { type Expr, type LabelMatcher, typeOf } from "./ast.ts";
 import { EvalError, Evaluator, type QueryTimes, selectorRanges } from "./eval.ts";
 import type { OptionalRange, PromqlStore } from "./fetch.ts";
 import { ParseError, parseDuration, parseExpr, parseSelector } from "./parse.ts";
@@ -172,6 +172,17 @@ async function query(
     timeoutMs = Math.min(timeoutMs, parseDurationParam(params, "timeout", null));
   }
   const expr = parseOrBadData(text);
+  if (isRange) {
+    const t = typeOf(expr);
+    if (t !== "scalar" && t !== "vector") {
+      throw new ApiError(
+        "bad_data",
+        `invalid parameter "query": invalid expression type "${
+          t === "matrix" ? "range vector" : t
+        }" for range query, must be Scalar or instant Vector`,
+      );
+    }
+  }
   const deadline = performance.now() + timeoutMs;
   await slots.acquire(deadline);
   try {

@@ -472,14 +472,15 @@ export class Evaluator {
         const m = this.matrixArg(args[0], t);
         const sf = this.scalar(args[1], t);
         const tf = this.scalar(args[2], t);
-        if (!(sf > 0 && sf < 1)) {
-          throw new EvalError(`invalid smoothing factor. Expected: 0 < sf < 1, got: ${goFloat(sf)}`);
-        }
-        if (!(tf > 0 && tf < 1)) {
-          throw new EvalError(`invalid trend factor. Expected: 0 < tf < 1, got: ${goFloat(tf)}`);
-        }
         const out: Sample[] = [];
         for (const s of m.series) {
+          // Checked per series, as Prometheus does: no series, no error.
+          if (!(sf > 0 && sf < 1)) {
+            throw new EvalError(`invalid smoothing factor. Expected: 0 < sf < 1, got: ${goFloat(sf)}`);
+          }
+          if (!(tf > 0 && tf < 1)) {
+            throw new EvalError(`invalid trend factor. Expected: 0 < tf < 1, got: ${goFloat(tf)}`);
+          }
           const v = holtWinters(s.vs, sf, tf);
           if (v !== null) out.push({ labels: dropName(s.labels), v });
         }
