@@ -21,7 +21,7 @@ import { COMMIT, VERSION } from "../version.ts";
 import { type Expr, type LabelMatcher, typeOf } from "./ast.ts";
 import { EvalError, Evaluator, type QueryTimes, selectorRanges } from "./eval.ts";
 import type { OptionalRange, PromqlStore } from "./fetch.ts";
-import { ParseError, parseDuration, parseExpr, parseSelector } from "./parse.ts";
+import { parseDuration, ParseError, parseExpr, parseSelector } from "./parse.ts";
 import type { SeriesData, Value } from "./value.ts";
 import { formatValue, type Labels, type Series } from "./value.ts";
 
@@ -251,7 +251,10 @@ function formatInstant(v: Value, t: number): unknown {
     case "vector":
       return {
         resultType: "vector",
-        result: v.samples.map((s) => ({ metric: sortedLabels(s.labels), value: [ts, formatValue(s.v)] })),
+        result: v.samples.map((s) => ({
+          metric: sortedLabels(s.labels),
+          value: [ts, formatValue(s.v)],
+        })),
       };
     case "matrix":
       return { resultType: "matrix", result: v.series.map(formatSeries) };
@@ -320,7 +323,10 @@ function limit(params: URLSearchParams): number {
   if (!s) return 0;
   const n = Number(s);
   if (!Number.isInteger(n) || n < 0) {
-    throw new ApiError("bad_data", `invalid parameter "limit": cannot parse ${JSON.stringify(s)} to a valid limit`);
+    throw new ApiError(
+      "bad_data",
+      `invalid parameter "limit": cannot parse ${JSON.stringify(s)} to a valid limit`,
+    );
   }
   return n;
 }
@@ -330,7 +336,10 @@ function parseTimeParam(params: URLSearchParams, name: string, def: number | nul
   const s = params.get(name);
   if (s === null || s === "") {
     if (def !== null) return def;
-    throw new ApiError("bad_data", `invalid parameter "${name}": cannot parse "" to a valid timestamp`);
+    throw new ApiError(
+      "bad_data",
+      `invalid parameter "${name}": cannot parse "" to a valid timestamp`,
+    );
   }
   const t = parseTime(s);
   if (t === null) {

@@ -118,9 +118,20 @@ export function selectorRanges(expr: Expr, q: QueryTimes): Map<VectorSelector, T
         walk(e.expr, a - e.offsetMs - e.rangeMs, b - e.offsetMs);
         return;
       }
-      case "call":
+      case "call": {
+        const a0 = e.args[0] ? unwrapParens(e.args[0]) : null;
+        if (e.func === "predict_linear" && a0?.type === "matrixSelector" && a0.selector.at) {
+          // See Evaluator.matrixArg: the window moves with the step.
+          const at = atTime(a0.selector.at, q);
+          add(
+            a0.selector,
+            at - a0.selector.offsetMs - a0.rangeMs,
+            at + (q.endMs - q.startMs) - a0.selector.offsetMs,
+          );
+        }
         for (const a of e.args) walk(a, s, t);
         return;
+      }
       case "aggregate":
         if (e.param) walk(e.param, s, t);
         walk(e.expr, s, t);
@@ -277,10 +288,11 @@ export class Evaluator {
   private matrix(
     e: MatrixSelector | Subquery,
     t: number,
+    atShift = 0,
   ): { series: Series[]; rangeStart: number; rangeEnd: number; rangeMs: number } {
     if (e.type === "matrixSelector") {
       const vs = e.selector;
-      const end = (vs.at ? atTime(vs.at, this.q) : t) - vs.offsetMs;
+      const end = (vs.at ? atTime(vs.at, this.q) + atShift : t) - vs.offsetMs;
       const start = end - e.rangeMs;
       const series: Series[] = [];
       for (const s of this.data.get(vs) ?? []) {
@@ -367,9 +379,10 @@ export class Evaluator {
       case "sort_desc": {
         const v = [...this.vector(args[0], t)];
         const desc = f === "sort_desc";
+        // NaN sorts to the bottom either way, as in 2.42.
         v.sort((a, b) => {
-          if (Number.isNaN(a.v)) return Number.isNaN(b.v) ? 0 : -1;
-          if (Number.isNaN(b.v)) return 1;
+          if (Number.isNaN(a.v)) return Number.isNaN(b.v) ? 0 : 1;
+          if (Number.isNaN(b.v)) return -1;
           return desc ? b.v - a.v : a.v - b.v;
         });
         return vec(v);
@@ -402,7 +415,9 @@ export class Evaluator {
       case "month":
       case "year": {
         const fn = DATE[f];
-        if (args.length === 0) return vec([{ labels: {}, v: fn(new Date(Math.trunc(t / 1000) * 1000)) }]);
+        if (args.length === 0) {
+          return vec([{ labels: {}, v: fn(new Date(Math.trunc(t / 1000) * 1000)) }]);
+        }
         return mapVec((v) => fn(new Date(Math.trunc(v) * 1000)));
       }
       case "absent": {
@@ -430,7 +445,14 @@ export class Evaluator {
         const m = this.matrixArg(args[0], t);
         const out: Sample[] = [];
         for (const s of m.series) {
-          const v = extrapolatedRate(s, m.rangeStart, m.rangeEnd, m.rangeMs, f !== "delta", f === "rate");
+          const v = extrapolatedRate(
+            s,
+            m.rangeStart,
+            m.rangeEnd,
+            m.rangeMs,
+            f !== "delta",
+            f === "rate",
+          );
           if (v !== null) out.push({ labels: dropName(s.labels), v });
         }
         return vec(uniqueLabels(out));
@@ -454,7 +476,7 @@ export class Evaluator {
       }
       case "deriv":
       case "predict_linear": {
-        const m = this.matrixArg(args[0], t);
+        const m = this.matrixArg(args[0], t, f === "predict_linear");
         const duration = f === "predict_linear" ? this.scalar(args[1], t) : 0;
         const out: Sample[] = [];
         for (const s of m.series) {
@@ -476,7 +498,9 @@ export class Evaluator {
         for (const s of m.series) {
           // Checked per series, as Prometheus does: no series, no error.
           if (!(sf > 0 && sf < 1)) {
-            throw new EvalError(`invalid smoothing factor. Expected: 0 < sf < 1, got: ${goFloat(sf)}`);
+            throw new EvalError(
+              `invalid smoothing factor. Expected: 0 < sf < 1, got: ${goFloat(sf)}`,
+            );
           }
           if (!(tf > 0 && tf < 1)) {
             throw new EvalError(`invalid trend factor. Expected: 0 < tf < 1, got: ${goFloat(tf)}`);
@@ -500,9 +524,13 @@ export class Evaluator {
         const dst = this.string(args[1], t);
         const sep = this.string(args[2], t);
         const srcs = args.slice(3).map((a) => this.string(a, t));
-        if (!isValidLabelName(dst)) throw new EvalError(`invalid destination label name in label_join(): ${dst}`);
+        if (!isValidLabelName(dst)) {
+          throw new EvalError(`invalid destination label name in label_join(): ${dst}`);
+        }
         for (const s of srcs) {
-          if (!isValidLabelName(s)) throw new EvalError(`invalid source label name in label_join(): ${s}`);
+          if (!isValidLabelName(s)) {
+            throw new EvalError(`invalid source label name in label_join(): ${s}`);
+          }
         }
         return vec(uniqueLabels(v.map((s) => {
           const joined = srcs.map((l) => s.labels[l] ?? "").join(sep);
@@ -513,12 +541,18 @@ export class Evaluator {
     throw new EvalError(`function ${JSON.stringify(f)} is not supported`);
   }
 
-  private matrixArg(e: Expr, t: number) {
+  /**
+   * `atShift`: Prometheus 2.42 does not treat predict_linear (whose result
+   * depends on the evaluation time) as step-invariant, so a range selector
+   * with `@` in it is evaluated at every step with the offset `@` implies at
+   * the query's start: its window moves with the step. Reproduced here.
+   */
+  private matrixArg(e: Expr, t: number, atShift = false) {
     const m = unwrapParens(e);
     if (m.type !== "matrixSelector" && m.type !== "subquery") {
       throw new EvalError("expected a range vector");
     }
-    return this.matrix(m, t);
+    return this.matrix(m, t, atShift ? t - this.q.startMs : 0);
   }
 
   private labelReplace(e: Call, t: number): Sample[] {
@@ -561,6 +595,9 @@ export class Evaluator {
       }
     }
     if ((op === "topk" || op === "bottomk")) {
+      if (!(param <= 9.223372036854775807e18 && param >= -9.223372036854775808e18)) {
+        throw new EvalError(`Scalar value ${goFloatV(param)} overflows int64`);
+      }
       const k = Math.trunc(param);
       if (!(k >= 1)) return [];
       return topk(input, e, k, op === "bottomk");
@@ -786,6 +823,11 @@ function goPow(x: number, y: number): number {
   return x ** y;
 }
 
+/** A float printed as Go's %v. */
+function goFloatV(v: number): string {
+  return Number.isNaN(v) ? "NaN" : v === Infinity ? "+Inf" : v === -Infinity ? "-Inf" : String(v);
+}
+
 /** A float printed as Go's %f. */
 function goFloat(v: number): string {
   return Number.isFinite(v) ? v.toFixed(6) : formatValue(v);
@@ -890,7 +932,9 @@ function vectorBinop(e: Binary, lhsIn: Sample[], rhsIn: Sample[]): Sample[] {
       let inserted = matched.get(sig);
       if (!inserted) matched.set(sig, inserted = new Set());
       else if (inserted.has(key)) {
-        throw new EvalError("multiple matches for labels: grouping labels must ensure unique matches");
+        throw new EvalError(
+          "multiple matches for labels: grouping labels must ensure unique matches",
+        );
       }
       inserted.add(key);
     }
@@ -1139,8 +1183,10 @@ const DATE: Record<string, (d: Date) => number> = {
   day_of_month: (d) => d.getUTCDate(),
   day_of_week: (d) => d.getUTCDay(),
   day_of_year: (d) =>
-    Math.floor((Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()) -
-      Date.UTC(d.getUTCFullYear(), 0, 1)) / 86400_000) + 1,
+    Math.floor(
+      (Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()) -
+        Date.UTC(d.getUTCFullYear(), 0, 1)) / 86400_000,
+    ) + 1,
   hour: (d) => d.getUTCHours(),
   minute: (d) => d.getUTCMinutes(),
   month: (d) => d.getUTCMonth() + 1,

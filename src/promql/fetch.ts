@@ -104,7 +104,10 @@ export class PgPromqlStore implements PromqlStore {
         const stale = new Uint8Array(n);
         for (let i = 0; i < n; i++) {
           vs[i] = view.getFloat64(i * 8, false);
-          if (view.getUint32(i * 8, false) === STALE_HI && view.getUint32(i * 8 + 4, false) === STALE_LO) {
+          if (
+            view.getUint32(i * 8, false) === STALE_HI &&
+            view.getUint32(i * 8 + 4, false) === STALE_LO
+          ) {
             stale[i] = 1;
           }
         }
@@ -180,7 +183,9 @@ export class PgPromqlStore implements PromqlStore {
       params.push(new Date(clamp(range.minMs ?? MIN_TIMESTAMP_MS)).toISOString());
       params.push(new Date(clamp(range.maxMs ?? MAX_TIMESTAMP_MS)).toISOString());
       where += ` AND EXISTS (SELECT 1 FROM _prom_data.samples d WHERE d.series_id = s.id
-        AND d.time >= $${params.length - 1}::timestamptz AND d.time <= $${params.length}::timestamptz)`;
+        AND d.time >= $${
+        params.length - 1
+      }::timestamptz AND d.time <= $${params.length}::timestamptz)`;
     }
     return { where, params };
   }

@@ -80,7 +80,9 @@ export function parseExpr(text: string): Expr {
 export function parseSelector(text: string): LabelMatcher[] {
   const e = parseExpr(text);
   if (e.type !== "vectorSelector" || e.offsetMs !== 0 || e.at !== null) {
-    throw new ParseError(`invalid parameter "match[]": ${JSON.stringify(text)} is not a series selector`);
+    throw new ParseError(
+      `invalid parameter "match[]": ${JSON.stringify(text)} is not a series selector`,
+    );
   }
   return e.matchers;
 }
@@ -185,11 +187,16 @@ class Converter {
         const inner = this.expr(c[1]);
         const t = typeOf(inner);
         if (t !== "scalar" && t !== "vector") {
-          this.fail(n, `unary expression only allowed on expressions of type scalar or instant vector, got "${t}"`);
+          this.fail(
+            n,
+            `unary expression only allowed on expressions of type scalar or instant vector, got "${t}"`,
+          );
         }
         const op = this.text(c[0]) === "-" ? "-" : "+";
         // Prometheus folds a sign into a number literal.
-        if (inner.type === "number") return op === "-" ? { type: "number", value: -inner.value } : inner;
+        if (inner.type === "number") {
+          return op === "-" ? { type: "number", value: -inner.value } : inner;
+        }
         return { type: "unary", op, expr: inner };
       }
       case "FunctionCall":
@@ -301,13 +308,23 @@ class Converter {
     const hasParam = op === "topk" || op === "bottomk" || op === "quantile" ||
       op === "count_values";
     if (args.length !== (hasParam ? 2 : 1)) {
-      this.fail(n, `wrong number of arguments for aggregate expression provided, expected ${hasParam ? 2 : 1}, got ${args.length}`);
+      this.fail(
+        n,
+        `wrong number of arguments for aggregate expression provided, expected ${
+          hasParam ? 2 : 1
+        }, got ${args.length}`,
+      );
     }
     const expr = args[args.length - 1];
     this.expectType(n, expr, "vector", "aggregation expression");
     const param = hasParam ? args[0] : null;
     if (param) {
-      this.expectType(n, param, op === "count_values" ? "string" : "scalar", "aggregation parameter");
+      this.expectType(
+        n,
+        param,
+        op === "count_values" ? "string" : "scalar",
+        "aggregation parameter",
+      );
     }
     return { type: "aggregate", op, param, expr, grouping, without };
   }
@@ -371,7 +388,10 @@ class Converter {
       if (matching.on) {
         for (const l of matching.include) {
           if (matching.labels.includes(l)) {
-            this.fail(n, `label ${JSON.stringify(l)} must not occur in ON and GROUP clause at once`);
+            this.fail(
+              n,
+              `label ${JSON.stringify(l)} must not occur in ON and GROUP clause at once`,
+            );
           }
         }
       }

@@ -10,7 +10,10 @@ export const T0 = 1_700_000_100_000;
 export const STEP = 15_000;
 export const POINTS = 241;
 
-function counter(labels: Record<string, string>, opts: { resetAt?: number; gap?: [number, number]; seed: number }): PayloadSeries {
+function counter(
+  labels: Record<string, string>,
+  opts: { resetAt?: number; gap?: [number, number]; seed: number },
+): PayloadSeries {
   const samples = [];
   let v = opts.seed * 10;
   for (let i = 0; i < POINTS; i++) {

@@ -16,6 +16,7 @@ import { freePort } from "../helpers/ports.ts";
 import { killAll, spawnProcess, tempDir, waitForHttp } from "../helpers/procs.ts";
 import { PROMETHEUS_BIN } from "../helpers/prometheus.ts";
 import { writeRequestBody } from "../helpers/payload.ts";
+import { type Answer, compareAnswers } from "./compare.ts";
 import { dataset, T0 } from "./dataset.ts";
 
 const S0 = T0 / 1000;
@@ -66,7 +67,7 @@ export const CORPUS: string[] = [
   "quantile(0.9, dt_temperature)",
   "quantile by (job) (0.25, dt_requests_total)",
   'count_values("v", dt_up)',
-  "sum by (__name__) ({__name__=~\"dt_up|dt_temperature\"})",
+  'sum by (__name__) ({__name__=~"dt_up|dt_temperature"})',
   // histograms
   "histogram_quantile(0.9, rate(dt_latency_seconds_bucket[5m]))",
   "histogram_quantile(0.5, sum by (le) (rate(dt_latency_seconds_bucket[5m])))",
@@ -155,6 +156,95 @@ export const CORPUS: string[] = [
   "sum_over_time(dt_nan[2m])",
   "avg_over_time(dt_nan[5m])",
   "rate(dt_nan[5m])",
+  // more edge cases
+  "rate(dt_requests_total[5m:30s])",
+  "max_over_time(deriv(dt_temperature[5m])[20m:2m])",
+  "min_over_time(dt_temperature[5m] @ end())",
+  "predict_linear(dt_temperature[10m] @ end(), 300)",
+  `dt_temperature offset 1m @ ${S0 + 900}`,
+  "dt_requests_total / ignoring(method) group_left sum by (instance, job) (dt_requests_total)",
+  "dt_up * on() group_left vector(2)",
+  "count(dt_up) or vector(0)",
+  "absent(dt_nonexistent) or dt_up",
+  "dt_requests_total > on(instance) group_left dt_temperature",
+  "topk(1, dt_nan)",
+  "bottomk(2, dt_nan)",
+  "quantile(0.5, dt_nan)",
+  "stddev(dt_nan)",
+  "timestamp(dt_temperature offset 2m)",
+  "timestamp(sum(dt_up))",
+  "quantile(-1, dt_up)",
+  "quantile(2, dt_up)",
+  "topk(0, dt_up)",
+  'topk(scalar(dt_up{instance="a"}), dt_temperature)',
+  "histogram_quantile(0, rate(dt_latency_seconds_bucket[5m]))",
+  "histogram_quantile(1, rate(dt_latency_seconds_bucket[5m]))",
+  "histogram_quantile(1.5, rate(dt_latency_seconds_bucket[5m]))",
+  "histogram_quantile(0.75, dt_latency_seconds_bucket)",
+  'label_replace(dt_up, "x", "$1$2", "instance", "(a)|(b)")',
+  'label_replace(dt_up, "x", "${n}y", "instance", "(?P<n>.)")',
+  'label_replace(dt_up, "x", "$1x", "instance", "(.)")',
+  'dt_up{instance=~"a|c"} offset 30s',
+  'dt_temperature{location=""}',
+  'dt_temperature{location!=""}',
+  '{job="api", __name__!~"dt_latency.*"}',
+  "changes(dt_temperature[5m])",
+  "resets(dt_latency_seconds_bucket[1h])",
+  "deriv(dt_requests_total[2m])",
+  "increase(dt_latency_seconds_count[1h])",
+  "irate(dt_requests_total[1m] offset 10m)",
+  "1 - dt_up",
+  "dt_up - 1 == 0",
+  "dt_up != bool 1",
+  "dt_up >= on(instance) dt_up",
+  "dt_up atan2 dt_up",
+  "sgn(dt_temperature - 21)",
+  "deg(dt_up)",
+  "rad(dt_up)",
+  "sin(dt_up)",
+  "cos(dt_temperature)",
+  "asin(dt_up)",
+  "acosh(dt_temperature)",
+  "pi()",
+  "avg(dt_temperature) without (instance)",
+  "count without (instance) (dt_up)",
+  "sum by (nonexistent) (dt_up)",
+  "max without () (dt_up)",
+  'count_values by (job) ("value", dt_up)',
+  "group(dt_temperature)",
+  "stddev by (instance) (dt_requests_total)",
+  "dt_up unless dt_up",
+  "dt_up and dt_temperature",
+  "dt_up or on(instance) dt_temperature",
+  "vector(1) + vector(2)",
+  "scalar(vector(3)) * 2",
+  "sum(rate(dt_requests_total[5m])) by (instance) > 0.5",
+  "last_over_time(dt_temperature[1m])",
+  "quantile_over_time(0.5, dt_nan[3m])",
+  "max_over_time(dt_nan[3m])",
+  "stddev_over_time(dt_nan[5m])",
+  "changes(dt_nan[5m])",
+  "dt_nan == dt_nan",
+  "dt_nan * 0",
+  "-dt_nan",
+  "abs(dt_nan)",
+  "clamp(dt_nan, 1, 2)",
+  "round(dt_nan)",
+  "sum_over_time(dt_requests_total[1m:15s])",
+  "count_over_time(dt_requests_total[7m])",
+  "absent_over_time(dt_up[1m])",
+  'absent(dt_nonexistent{job="a", job="b", x=~"y"})',
+  // more errors
+  "{}",
+  'foo{a=""}',
+  'dt_up + "a"',
+  "sum(dt_up[5m])",
+  "time() > 1",
+  "dt_up and 1",
+  "unknown_func(dt_up)",
+  'topk("a", dt_up)',
+  "dt_up[5m] offset",
+  "dt_up * on(instance) group_left dt_requests_total",
   // errors
   "rate(dt_up)",
   "sum(",
@@ -169,6 +259,10 @@ export const CORPUS: string[] = [
 const INSTANT_ONLY: string[] = [
   "sort(dt_temperature)",
   "sort_desc(dt_requests_total)",
+  "sort(dt_nan)",
+  "sort_desc(dt_nan)",
+  "dt_temperature[10m:1m] @ start()",
+  "dt_requests_total[1m] offset 30s",
 ];
 
 const INSTANT_TIMES = [S0 + 600, S0 + 1850, S0 + 2707, S0 + 3720, S0 + 3960];
@@ -177,16 +271,6 @@ const RANGES = [
   { start: S0 + 123, end: S0 + 3900, step: "37s" },
 ];
 
-interface Answer {
-  status: number;
-  body: {
-    status: string;
-    errorType?: string;
-    error?: string;
-    data?: { resultType: string; result: unknown };
-  };
-}
-
 async function ask(base: string, path: string, params: Record<string, string>): Promise<Answer> {
   const res = await fetch(`${base}/api/v1/${path}`, {
     method: "POST",
@@ -194,78 +278,6 @@ async function ask(base: string, path: string, params: Record<string, string>): 
     body: new URLSearchParams(params).toString(),
   });
   return { status: res.status, body: await res.json() };
-}
-
-function sameValue(a: string, b: string): boolean {
-  if (a === b) return true;
-  const x = Number(a);
-  const y = Number(b);
-  if (!Number.isFinite(x) || !Number.isFinite(y)) return false;
-  return Math.abs(x - y) <= 1e-9 * Math.max(Math.abs(x), Math.abs(y));
-}
-
-type Point = [number, string];
-interface Item {
-  metric: Record<string, string>;
-  value?: Point;
-  values?: Point[];
-}
-
-function key(m: Record<string, string>): string {
-  return JSON.stringify(Object.entries(m).sort());
-}
-
-/** Differences between two answers, as lines; empty when they agree. */
-export function compareAnswers(ours: Answer, theirs: Answer, ordered: boolean): string[] {
-  const diffs: string[] = [];
-  if (theirs.body.status !== "success" || ours.body.status !== "success") {
-    if (ours.body.status !== theirs.body.status || ours.body.errorType !== theirs.body.errorType) {
-      diffs.push(
-        `status: ours ${ours.status} ${ours.body.errorType ?? "ok"} (${ours.body.error ?? ""}), ` +
-          `Prometheus ${theirs.status} ${theirs.body.errorType ?? "ok"} (${theirs.body.error ?? ""})`,
-      );
-    } else if (ours.status !== theirs.status) {
-      diffs.push(`HTTP status: ours ${ours.status}, Prometheus ${theirs.status}`);
-    }
-    return diffs;
-  }
-  const a = ours.body.data!;
-  const b = theirs.body.data!;
-  if (a.resultType !== b.resultType) {
-    return [`resultType: ours ${a.resultType}, Prometheus ${b.resultType}`];
-  }
-  if (a.resultType === "scalar" || a.resultType === "string") {
-    const [ta, va] = a.result as Point;
-    const [tb, vb] = b.result as Point;
-    if (ta !== tb || !sameValue(va, vb)) diffs.push(`ours ${ta} ${va}, Prometheus ${tb} ${vb}`);
-    return diffs;
-  }
-  const ia = a.result as Item[];
-  const ib = b.result as Item[];
-  if (!ordered) {
-    ia.sort((x, y) => key(x.metric) < key(y.metric) ? -1 : 1);
-    ib.sort((x, y) => key(x.metric) < key(y.metric) ? -1 : 1);
-  }
-  const ka = ia.map((x) => key(x.metric));
-  const kb = ib.map((x) => key(x.metric));
-  if (ka.join("|") !== kb.join("|")) {
-    return [`series: ours ${ka.join(" ")}\n   Prometheus ${kb.join(" ")}`];
-  }
-  for (let i = 0; i < ia.length; i++) {
-    const pa = ia[i].values ?? [ia[i].value!];
-    const pb = ib[i].values ?? [ib[i].value!];
-    if (pa.length !== pb.length) {
-      diffs.push(`${ka[i]}: ours ${pa.length} points, Prometheus ${pb.length}`);
-      continue;
-    }
-    for (let j = 0; j < pa.length; j++) {
-      if (pa[j][0] !== pb[j][0] || !sameValue(pa[j][1], pb[j][1])) {
-        diffs.push(`${ka[i]} point ${j}: ours ${pa[j]}, Prometheus ${pb[j]}`);
-        break;
-      }
-    }
-  }
-  return diffs;
 }
 
 Deno.test({
@@ -304,15 +316,22 @@ Deno.test({
 
       const failures: string[] = [];
       let compared = 0;
+      let nonEmpty = 0;
+      let errors = 0;
       const check = async (query: string, path: string, params: Record<string, string>) => {
         const [ours, theirs] = await Promise.all([
           ask(conn.url, path, { query, ...params }),
           ask(prom, path, { query, ...params }),
         ]);
         compared++;
+        const r = theirs.body.data?.result;
+        if (theirs.body.status === "success" && (!Array.isArray(r) || r.length > 0)) nonEmpty++;
+        if (theirs.body.status !== "success") errors++;
         const diffs = compareAnswers(ours, theirs, query.startsWith("sort"));
         if (diffs.length) {
-          failures.push(`${path} ${query} ${JSON.stringify(params)}\n  ${diffs.slice(0, 3).join("\n  ")}`);
+          failures.push(
+            `${path} ${query} ${JSON.stringify(params)}\n  ${diffs.slice(0, 3).join("\n  ")}`,
+          );
         }
       };
       for (const query of [...CORPUS, ...INSTANT_ONLY]) {
@@ -331,6 +350,10 @@ Deno.test({
         `${failures.length} of ${compared} answers differ from Prometheus:\n${failures.join("\n")}`,
       );
       assert(compared >= (CORPUS.length + INSTANT_ONLY.length) * INSTANT_TIMES.length);
+      // The corpus must exercise data, not agree on empty answers.
+      assert(nonEmpty > compared * 0.7, `only ${nonEmpty} of ${compared} answers hold data`);
+      assert(errors > 0 && errors < compared * 0.1, `${errors} errors of ${compared}`);
+      console.log(`${compared} answers compared: ${nonEmpty} with data, ${errors} errors`);
     } finally {
       await killAll();
       await conn.stop();
