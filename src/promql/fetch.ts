@@ -135,8 +135,8 @@ export class PgPromqlStore implements PromqlStore {
     return this.run(async (sql) => {
       const { where, params } = this.where(sets, range);
       const rows = await sql.unsafe<{ k: string }[]>(
-        `SELECT DISTINCT k FROM _prom_catalog.series s, jsonb_object_keys(s.labels) k
-         WHERE ${where} ORDER BY k COLLATE "C"` + (limit > 0 ? ` LIMIT ${limit}` : ""),
+        `SELECT DISTINCT k COLLATE "C" AS k FROM _prom_catalog.series s, jsonb_object_keys(s.labels) k
+         WHERE ${where} ORDER BY 1` + (limit > 0 ? ` LIMIT ${limit}` : ""),
         params as never[],
       );
       return rows.map((r) => r.k).filter((k) => k !== this.o.replicaLabel);
@@ -154,8 +154,9 @@ export class PgPromqlStore implements PromqlStore {
       const { where, params } = this.where(sets, range);
       params.push(name);
       const rows = await sql.unsafe<{ v: string }[]>(
-        `SELECT DISTINCT s.labels ->> $${params.length}::text AS v FROM _prom_catalog.series s
-         WHERE s.labels ? $${params.length}::text AND ${where} ORDER BY v COLLATE "C"` +
+        `SELECT DISTINCT (s.labels ->> $${params.length}::text) COLLATE "C" AS v
+         FROM _prom_catalog.series s
+         WHERE s.labels ? $${params.length}::text AND ${where} ORDER BY 1` +
           (limit > 0 ? ` LIMIT ${limit}` : ""),
         params as never[],
       );
