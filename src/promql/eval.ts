@@ -314,7 +314,7 @@ export class Evaluator {
     let cache = this.#subqueryCache.get(e);
     if (!cache) this.#subqueryCache.set(e, cache = new Map());
     const bySeries = new Map<string, Series>();
-    let first = Math.ceil(start / step) * step;
+    let first = Math.ceil(start / step) * step + 0; // + 0: never -0
     if (first < start) first += step;
     for (let it = first; it <= end; it += step) {
       let samples = cache.get(it);

@@ -90,6 +90,7 @@ export function formatValue(v: number): string {
   if (Number.isNaN(v)) return "NaN";
   if (v === Infinity) return "+Inf";
   if (v === -Infinity) return "-Inf";
+  if (Object.is(v, -0)) return "-0";
   const s = String(v);
   if (!s.includes("e")) return s;
   // Expand the exponent: String() is already the shortest round-tripping digits.
