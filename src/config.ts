@@ -475,7 +475,8 @@ const FLAGS: readonly FlagSpec[] = [
     kind: "int",
     arg: "<n>",
     def: "11000",
-    help: "Most points per series a range query may ask for (end - start) / step; beyond that, 400.",
+    help:
+      "Most points per series a range query may ask for (end - start) / step; beyond that, 400.",
   },
   {
     group: "PromQL",
