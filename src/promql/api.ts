@@ -264,7 +264,7 @@ function formatInstant(v: Value, t: number): unknown {
 function formatSeries(s: Series): unknown {
   return {
     metric: sortedLabels(s.labels),
-    values: s.ts.map((t, i) => [t / 1000, formatValue(s.vs[i])]),
+    values: Array.from(s.ts, (t, i) => [t / 1000, formatValue(s.vs[i])]),
   };
 }
 

@@ -35,6 +35,7 @@ import {
 import {
   compareLabels,
   dropName,
+  type Floats,
   formatValue,
   type Labels,
   labelsKey,
@@ -174,7 +175,7 @@ export class Evaluator {
    * loop every few milliseconds so that a long evaluation does not stall
    * writes served by the same process.
    */
-  async range(expr: Expr): Promise<Series[]> {
+  async range(expr: Expr): Promise<{ labels: Labels; ts: number[]; vs: number[] }[]> {
     const t = typeOf(expr);
     if (t !== "scalar" && t !== "vector") {
       throw new EvalError(
@@ -183,7 +184,7 @@ export class Evaluator {
         }" for range query, must be Scalar or instant Vector`,
       );
     }
-    const bySeries = new Map<string, Series>();
+    const bySeries = new Map<string, { labels: Labels; ts: number[]; vs: number[] }>();
     let points = 0;
     let lastYield = performance.now();
     for (let ts = this.q.startMs; ts <= this.q.endMs; ts += this.q.stepMs) {
@@ -296,15 +297,12 @@ export class Evaluator {
       const start = end - e.rangeMs;
       const series: Series[] = [];
       for (const s of this.data.get(vs) ?? []) {
-        const from = firstAtOrAfter(s.ts, start);
-        const ts: number[] = [];
-        const vals: number[] = [];
-        for (let i = from; i < s.ts.length && s.ts[i] <= end; i++) {
-          if (s.stale[i]) continue;
-          ts.push(s.ts[i]);
-          vals.push(s.vs[i]);
+        const [rts, rvs] = rangeArrays(s);
+        const from = firstAtOrAfter(rts, start);
+        const to = lastAtOrBefore(rts, end) + 1;
+        if (to > from) {
+          series.push({ labels: s.labels, ts: rts.subarray(from, to), vs: rvs.subarray(from, to) });
         }
-        if (ts.length > 0) series.push({ labels: s.labels, ts, vs: vals });
       }
       return { series, rangeStart: start, rangeEnd: end, rangeMs: e.rangeMs };
     }
@@ -313,7 +311,7 @@ export class Evaluator {
     const step = e.stepMs || this.q.subqueryStepMs || DEFAULT_SUBQUERY_STEP_MS;
     let cache = this.#subqueryCache.get(e);
     if (!cache) this.#subqueryCache.set(e, cache = new Map());
-    const bySeries = new Map<string, Series>();
+    const bySeries = new Map<string, { labels: Labels; ts: number[]; vs: number[] }>();
     let first = Math.ceil(start / step) * step + 0; // + 0: never -0
     if (first < start) first += step;
     for (let it = first; it <= end; it += step) {
@@ -330,7 +328,12 @@ export class Evaluator {
         ser.vs.push(s.v);
       }
     }
-    return { series: [...bySeries.values()], rangeStart: start, rangeEnd: end, rangeMs: e.rangeMs };
+    return {
+      series: [...bySeries.values()],
+      rangeStart: start,
+      rangeEnd: end,
+      rangeMs: e.rangeMs,
+    };
   }
 
   // ---------------------------------------------------------------------
@@ -436,7 +439,7 @@ export class Evaluator {
         const q = this.scalar(args[0], t);
         const m = this.matrixArg(args[1], t);
         return vec(uniqueLabels(
-          m.series.map((s) => ({ labels: dropName(s.labels), v: quantile(q, [...s.vs]) })),
+          m.series.map((s) => ({ labels: dropName(s.labels), v: quantile(q, Array.from(s.vs)) })),
         ));
       }
       case "rate":
@@ -744,6 +747,26 @@ function unwrapParens(e: Expr): Expr {
   return e;
 }
 
+/** The series' samples without staleness markers, for range windows (made once). */
+function rangeArrays(s: SeriesData): [Float64Array, Float64Array] {
+  if (!s.rangeTs || !s.rangeVs) {
+    if (!s.stale.includes(1)) {
+      s.rangeTs = s.ts;
+      s.rangeVs = s.vs;
+    } else {
+      const keep = s.stale.reduce((n, x) => n + (x ? 0 : 1), 0);
+      s.rangeTs = new Float64Array(keep);
+      s.rangeVs = new Float64Array(keep);
+      for (let i = 0, j = 0; i < s.ts.length; i++) {
+        if (s.stale[i]) continue;
+        s.rangeTs[j] = s.ts[i];
+        s.rangeVs[j++] = s.vs[i];
+      }
+    }
+  }
+  return [s.rangeTs, s.rangeVs];
+}
+
 /** Index of the last element <= x, or -1. */
 function lastAtOrBefore(a: Float64Array, x: number): number {
   let lo = 0;
@@ -787,7 +810,18 @@ function setLabel(l: Labels, name: string, value: string): Labels {
   return out;
 }
 
+const grouped = new WeakMap<string[], WeakMap<Labels, Labels>>();
+
+/** The labels an aggregation groups by (the same object for the same input and grouping). */
 function groupLabels(l: Labels, grouping: string[], without: boolean): Labels {
+  let byLabels = grouped.get(grouping);
+  if (!byLabels) grouped.set(grouping, byLabels = new WeakMap());
+  let out = byLabels.get(l);
+  if (!out) byLabels.set(l, out = makeGroupLabels(l, grouping, without));
+  return out;
+}
+
+function makeGroupLabels(l: Labels, grouping: string[], without: boolean): Labels {
   const out: Labels = {};
   if (without) {
     for (const k in l) if (k !== "__name__" && !grouping.includes(k)) out[k] = l[k];
@@ -1071,7 +1105,7 @@ function linearRegression(s: Series, interceptTime: number): [number, number] {
   return [slope, intercept];
 }
 
-function holtWinters(vs: number[], sf: number, tf: number): number | null {
+function holtWinters(vs: Floats, sf: number, tf: number): number | null {
   const l = vs.length;
   if (l < 2) return null;
   let s0 = 0;
@@ -1087,7 +1121,7 @@ function holtWinters(vs: number[], sf: number, tf: number): number | null {
   return s1;
 }
 
-const OVER_TIME: Record<string, (vs: number[]) => number> = {
+const OVER_TIME: Record<string, (vs: Floats) => number> = {
   avg_over_time: (vs) => {
     let mean = 0, count = 0, c = 0;
     for (const v of vs) {
@@ -1141,7 +1175,7 @@ const OVER_TIME: Record<string, (vs: number[]) => number> = {
   },
 };
 
-function variance(vs: number[]): number {
+function variance(vs: Floats): number {
   let count = 0, mean = 0, cMean = 0, aux = 0, cAux = 0;
   for (const v of vs) {
     count++;

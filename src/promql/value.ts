@@ -15,7 +15,13 @@ export interface SeriesData {
   vs: Float64Array;
   /** 1 where the sample is a staleness marker (its NaN payload is lost in a JS number). */
   stale: Uint8Array;
+  /** Times and values without the staleness markers (what range windows see); made on first use. */
+  rangeTs?: Float64Array;
+  rangeVs?: Float64Array;
 }
+
+/** Times or values of a series: a plain array, or a view of the fetched data. */
+export type Floats = number[] | Float64Array;
 
 /** One element of an instant vector. */
 export interface Sample {
@@ -28,8 +34,8 @@ export interface Sample {
 /** One series of a range vector. */
 export interface Series {
   labels: Labels;
-  ts: number[];
-  vs: number[];
+  ts: Floats;
+  vs: Floats;
 }
 
 export type Value =
@@ -38,16 +44,38 @@ export type Value =
   | { type: "vector"; samples: Sample[] }
   | { type: "matrix"; series: Series[] };
 
-/** A string that identifies a label set (names sorted). */
+const keys = new WeakMap<Labels, string>();
+
+/**
+ * A string that identifies a label set (names sorted). Cached per label-set
+ * object: label sets are never changed once made (derived ones are new
+ * objects), and evaluation asks for the same ones at every step.
+ */
 export function labelsKey(l: Labels): string {
-  const names = Object.keys(l).sort();
-  let k = "";
-  for (const n of names) k += n + "\xff" + l[n] + "\xfe";
+  let k = keys.get(l);
+  if (k !== undefined) return k;
+  k = "";
+  for (const n of Object.keys(l).sort()) k += n + "\xff" + l[n] + "\xfe";
+  keys.set(l, k);
   return k;
 }
 
-/** The key of the labels `names` only (`on`), or of all but `names` and `__name__` (`ignoring`). */
+const signatures = new WeakMap<readonly string[], WeakMap<Labels, string>>();
+
+/**
+ * The key of the labels `names` only (`on`), or of all but `names` and
+ * `__name__` (`ignoring`); cached per label set and `names` array (one per
+ * operator in the syntax tree, so `on` is fixed with it).
+ */
 export function signature(l: Labels, on: boolean, names: readonly string[]): string {
+  let byLabels = signatures.get(names);
+  if (!byLabels) signatures.set(names, byLabels = new WeakMap());
+  let sig = byLabels.get(l);
+  if (sig === undefined) byLabels.set(l, sig = makeSignature(l, on, names));
+  return sig;
+}
+
+function makeSignature(l: Labels, on: boolean, names: readonly string[]): string {
   let k = "";
   if (on) {
     for (const n of [...names].sort()) {
@@ -77,11 +105,16 @@ export function compareLabels(a: Labels, b: Labels): number {
   return an.length - bn.length;
 }
 
-/** The labels without `__name__`. */
+const nameless = new WeakMap<Labels, Labels>();
+
+/** The labels without `__name__` (the same object for the same input, so keys stay cached). */
 export function dropName(l: Labels): Labels {
   if (!("__name__" in l)) return l;
-  const out: Labels = {};
+  let out = nameless.get(l);
+  if (out) return out;
+  out = {};
   for (const k in l) if (k !== "__name__") out[k] = l[k];
+  nameless.set(l, out);
   return out;
 }
 
