@@ -354,10 +354,12 @@ export class Evaluator {
       );
     if (f in MATH) return mapVec(MATH[f]);
     if (f in OVER_TIME) {
-      const m = this.matrixArg(args[0], t);
-      return vec(uniqueLabels(
-        m.series.map((s) => ({ labels: dropName(s.labels), v: OVER_TIME[f](s.vs) })),
-      ));
+      const fn = OVER_TIME[f];
+      const out: Sample[] = [];
+      this.eachWindow(args[0], t, 0, (labels, _ts, vs, from, to) => {
+        out.push({ labels: dropName(labels), v: fn(vs, from, to) });
+      });
+      return vec(uniqueLabels(out));
     }
     switch (f) {
       case "time":
@@ -428,76 +430,74 @@ export class Evaluator {
         return vec([{ labels: absentLabels(args[0]), v: 1 }]);
       }
       case "absent_over_time": {
-        if (this.matrixArg(args[0], t).series.length > 0) return vec([]);
-        return vec([{ labels: absentLabels(args[0]), v: 1 }]);
+        let any = false;
+        this.eachWindow(args[0], t, 0, () => any = true);
+        return vec(any ? [] : [{ labels: absentLabels(args[0]), v: 1 }]);
       }
       case "last_over_time": {
-        const m = this.matrixArg(args[0], t);
-        return vec(m.series.map((s) => ({ labels: s.labels, v: s.vs[s.vs.length - 1] })));
+        const out: Sample[] = [];
+        this.eachWindow(args[0], t, 0, (labels, _ts, vs, _from, to) => {
+          out.push({ labels, v: vs[to - 1] });
+        });
+        return vec(out);
       }
       case "quantile_over_time": {
         const q = this.scalar(args[0], t);
-        const m = this.matrixArg(args[1], t);
-        return vec(uniqueLabels(
-          m.series.map((s) => ({ labels: dropName(s.labels), v: quantile(q, Array.from(s.vs)) })),
-        ));
+        const out: Sample[] = [];
+        this.eachWindow(args[1], t, 0, (labels, _ts, vs, from, to) => {
+          out.push({ labels: dropName(labels), v: quantile(q, Array.from(vs.slice(from, to))) });
+        });
+        return vec(uniqueLabels(out));
       }
       case "rate":
       case "increase":
       case "delta": {
-        const m = this.matrixArg(args[0], t);
         const out: Sample[] = [];
-        for (const s of m.series) {
-          const v = extrapolatedRate(
-            s,
-            m.rangeStart,
-            m.rangeEnd,
-            m.rangeMs,
-            f !== "delta",
-            f === "rate",
-          );
-          if (v !== null) out.push({ labels: dropName(s.labels), v });
-        }
+        this.eachWindow(args[0], t, 0, (labels, ts, vs, from, to, w) => {
+          const v = extrapolatedRate(ts, vs, from, to, w, f !== "delta", f === "rate");
+          if (v !== null) out.push({ labels: dropName(labels), v });
+        });
         return vec(uniqueLabels(out));
       }
       case "irate":
       case "idelta": {
-        const m = this.matrixArg(args[0], t);
         const out: Sample[] = [];
-        for (const s of m.series) {
-          const n = s.vs.length;
-          if (n < 2) continue;
-          const last = s.vs[n - 1];
-          const prev = s.vs[n - 2];
+        this.eachWindow(args[0], t, 0, (labels, ts, vs, from, to) => {
+          if (to - from < 2) return;
+          const last = vs[to - 1];
+          const prev = vs[to - 2];
           let v = f === "irate" && last < prev ? last : last - prev;
-          const interval = s.ts[n - 1] - s.ts[n - 2];
-          if (interval === 0) continue;
+          const interval = ts[to - 1] - ts[to - 2];
+          if (interval === 0) return;
           if (f === "irate") v /= interval / 1000;
-          out.push({ labels: dropName(s.labels), v });
-        }
+          out.push({ labels: dropName(labels), v });
+        });
         return vec(uniqueLabels(out));
       }
       case "deriv":
       case "predict_linear": {
-        const m = this.matrixArg(args[0], t, f === "predict_linear");
         const duration = f === "predict_linear" ? this.scalar(args[1], t) : 0;
         const out: Sample[] = [];
-        for (const s of m.series) {
-          if (s.vs.length < 2) continue;
+        const shift = f === "predict_linear" ? t - this.q.startMs : 0;
+        this.eachWindow(args[0], t, shift, (labels, ts, vs, from, to) => {
+          if (to - from < 2) return;
           if (f === "deriv") {
-            out.push({ labels: dropName(s.labels), v: linearRegression(s, s.ts[0])[0] });
+            out.push({
+              labels: dropName(labels),
+              v: linearRegression(ts, vs, from, to, ts[from])[0],
+            });
           } else {
-            const [slope, intercept] = linearRegression(s, t);
-            out.push({ labels: dropName(s.labels), v: slope * duration + intercept });
+            const [slope, intercept] = linearRegression(ts, vs, from, to, t);
+            out.push({ labels: dropName(labels), v: slope * duration + intercept });
           }
-        }
+        });
         return vec(uniqueLabels(out));
       }
       case "holt_winters": {
-        const m = this.matrixArg(args[0], t);
         const sf = this.scalar(args[1], t);
         const tf = this.scalar(args[2], t);
         const out: Sample[] = [];
+        const m = this.matrixArg(args[0], t);
         for (const s of m.series) {
           // Checked per series, as Prometheus does: no series, no error.
           if (!(sf > 0 && sf < 1)) {
@@ -508,7 +508,7 @@ export class Evaluator {
           if (!(tf > 0 && tf < 1)) {
             throw new EvalError(`invalid trend factor. Expected: 0 < tf < 1, got: ${goFloat(tf)}`);
           }
-          const v = holtWinters(s.vs, sf, tf);
+          const v = holtWinters(s.vs, 0, s.vs.length, sf, tf);
           if (v !== null) out.push({ labels: dropName(s.labels), v });
         }
         return vec(uniqueLabels(out));
@@ -550,12 +550,44 @@ export class Evaluator {
    * with `@` in it is evaluated at every step with the offset `@` implies at
    * the query's start: its window moves with the step. Reproduced here.
    */
-  private matrixArg(e: Expr, t: number, atShift = false) {
+  private matrixArg(e: Expr, t: number) {
     const m = unwrapParens(e);
     if (m.type !== "matrixSelector" && m.type !== "subquery") {
       throw new EvalError("expected a range vector");
     }
-    return this.matrix(m, t, atShift ? t - this.q.startMs : 0);
+    return this.matrix(m, t);
+  }
+
+  /**
+   * Calls `fn` with each series' window of a range-vector argument (samples
+   * `from` to `to` - 1 of `ts`/`vs`, never empty) without copying them:
+   * this is the hot path of rate() and the *_over_time functions. Returns
+   * the window's bounds.
+   */
+  private eachWindow(
+    e: Expr,
+    t: number,
+    atShift: number,
+    fn: (labels: Labels, ts: Floats, vs: Floats, from: number, to: number, w: Window) => void,
+  ): void {
+    const m = unwrapParens(e);
+    if (m.type === "matrixSelector") {
+      const vs = m.selector;
+      const end = (vs.at ? atTime(vs.at, this.q) + atShift : t) - vs.offsetMs;
+      const start = end - m.rangeMs;
+      const w = { rangeStart: start, rangeEnd: end, rangeMs: m.rangeMs };
+      for (const s of this.data.get(vs) ?? []) {
+        const [rts, rvs] = rangeArrays(s);
+        // Steps advance, so the window's ends move forward: start from the last ones.
+        const from = s.hintFrom = seekFirst(rts, start, s.hintFrom ?? 0);
+        const to = s.hintTo = seekFirst(rts, end + 1, s.hintTo ?? 0);
+        if (to > from) fn(s.labels, rts, rvs, from, to, w);
+      }
+      return;
+    }
+    if (m.type !== "subquery") throw new EvalError("expected a range vector");
+    const r = this.matrix(m, t, atShift);
+    for (const s of r.series) fn(s.labels, s.ts, s.vs, 0, s.ts.length, r);
   }
 
   private labelReplace(e: Call, t: number): Sample[] {
@@ -736,6 +768,13 @@ export class Evaluator {
   }
 }
 
+/** The time window of a range vector at one step, for rate's extrapolation. */
+interface Window {
+  rangeStart: number;
+  rangeEnd: number;
+  rangeMs: number;
+}
+
 function tooManySamples(): EvalError {
   return new EvalError(
     "query processing would load too many samples into memory in query execution",
@@ -765,6 +804,19 @@ function rangeArrays(s: SeriesData): [Float64Array, Float64Array] {
     }
   }
   return [s.rangeTs, s.rangeVs];
+}
+
+/**
+ * Index of the first element >= x (a.length when none), looking a few
+ * places from `hint` first: the answer is usually at or just after it.
+ */
+function seekFirst(a: Float64Array, x: number, hint: number): number {
+  if (hint <= a.length && (hint === 0 || a[hint - 1] < x)) {
+    for (let i = hint, k = 0; k < 8; i++, k++) {
+      if (i >= a.length || a[i] >= x) return i;
+    }
+  }
+  return firstAtOrAfter(a, x);
 }
 
 /** Index of the last element <= x, or -1. */
@@ -1027,30 +1079,32 @@ export function quantile(q: number, values: number[]): number {
 
 /** rate/increase/delta with Prometheus's extrapolation to the window's edges. */
 export function extrapolatedRate(
-  s: Series,
-  rangeStart: number,
-  rangeEnd: number,
-  rangeMs: number,
+  ts: Floats,
+  vs: Floats,
+  from: number,
+  to: number,
+  w: Window,
   isCounter: boolean,
   isRate: boolean,
 ): number | null {
-  const n = s.vs.length;
+  const n = to - from;
   if (n < 2) return null;
-  let result = s.vs[n - 1] - s.vs[0];
+  const first = vs[from];
+  let result = vs[to - 1] - first;
   if (isCounter) {
-    let prev = s.vs[0];
-    for (let i = 1; i < n; i++) {
-      const cur = s.vs[i];
+    let prev = first;
+    for (let i = from + 1; i < to; i++) {
+      const cur = vs[i];
       if (cur < prev) result += prev;
       prev = cur;
     }
   }
-  let durationToStart = (s.ts[0] - rangeStart) / 1000;
-  const durationToEnd = (rangeEnd - s.ts[n - 1]) / 1000;
-  const sampledInterval = (s.ts[n - 1] - s.ts[0]) / 1000;
+  let durationToStart = (ts[from] - w.rangeStart) / 1000;
+  const durationToEnd = (w.rangeEnd - ts[to - 1]) / 1000;
+  const sampledInterval = (ts[to - 1] - ts[from]) / 1000;
   const averageDurationBetweenSamples = sampledInterval / (n - 1);
-  if (isCounter && result > 0 && s.vs[0] >= 0) {
-    const durationToZero = sampledInterval * (s.vs[0] / result);
+  if (isCounter && result > 0 && first >= 0) {
+    const durationToZero = sampledInterval * (first / result);
     if (durationToZero < durationToStart) durationToStart = durationToZero;
   }
   const threshold = averageDurationBetweenSamples * 1.1;
@@ -1062,7 +1116,7 @@ export function extrapolatedRate(
     ? durationToEnd
     : averageDurationBetweenSamples / 2;
   let factor = extrapolateToInterval / sampledInterval;
-  if (isRate) factor /= rangeMs / 1000;
+  if (isRate) factor /= w.rangeMs / 1000;
   return result * factor;
 }
 
@@ -1075,16 +1129,22 @@ function kahanSumInc(inc: number, sum: number, c: number): [number, number] {
 }
 
 /** Least squares: [slope, intercept at interceptTime]. */
-function linearRegression(s: Series, interceptTime: number): [number, number] {
+function linearRegression(
+  ts: Floats,
+  vs: Floats,
+  from: number,
+  to: number,
+  interceptTime: number,
+): [number, number] {
   let n = 0;
   let sumX = 0, cX = 0, sumY = 0, cY = 0, sumXY = 0, cXY = 0, sumX2 = 0, cX2 = 0;
-  const initY = s.vs[0];
+  const initY = vs[from];
   let constY = true;
-  for (let i = 0; i < s.vs.length; i++) {
-    const v = s.vs[i];
-    if (constY && i > 0 && v !== initY) constY = false;
+  for (let i = from; i < to; i++) {
+    const v = vs[i];
+    if (constY && i > from && v !== initY) constY = false;
     n += 1;
-    const x = (s.ts[i] - interceptTime) / 1e3;
+    const x = (ts[i] - interceptTime) / 1e3;
     [sumX, cX] = kahanSumInc(x, sumX, cX);
     [sumY, cY] = kahanSumInc(v, sumY, cY);
     [sumXY, cXY] = kahanSumInc(x * v, sumXY, cXY);
@@ -1105,14 +1165,20 @@ function linearRegression(s: Series, interceptTime: number): [number, number] {
   return [slope, intercept];
 }
 
-function holtWinters(vs: Floats, sf: number, tf: number): number | null {
-  const l = vs.length;
+function holtWinters(
+  vs: Floats,
+  from: number,
+  to: number,
+  sf: number,
+  tf: number,
+): number | null {
+  const l = to - from;
   if (l < 2) return null;
   let s0 = 0;
-  let s1 = vs[0];
-  let b = vs[1] - vs[0];
+  let s1 = vs[from];
+  let b = vs[from + 1] - vs[from];
   for (let i = 1; i < l; i++) {
-    const x = sf * vs[i];
+    const x = sf * vs[from + i];
     if (i - 1 !== 0) b = tf * (s1 - s0) + (1 - tf) * b;
     const y = (1 - sf) * (s1 + b);
     s0 = s1;
@@ -1121,10 +1187,12 @@ function holtWinters(vs: Floats, sf: number, tf: number): number | null {
   return s1;
 }
 
-const OVER_TIME: Record<string, (vs: Floats) => number> = {
-  avg_over_time: (vs) => {
+/** The *_over_time functions (and changes, resets) over samples `from` to `to` - 1 of `vs`. */
+const OVER_TIME: Record<string, (vs: Floats, from: number, to: number) => number> = {
+  avg_over_time: (vs, from, to) => {
     let mean = 0, count = 0, c = 0;
-    for (const v of vs) {
+    for (let i = from; i < to; i++) {
+      const v = vs[i];
       count++;
       if (isInf(mean)) {
         if (isInf(v) && (mean > 0) === (v > 0)) continue;
@@ -1134,39 +1202,39 @@ const OVER_TIME: Record<string, (vs: Floats) => number> = {
     }
     return isInf(mean) ? mean : mean + c;
   },
-  sum_over_time: (vs) => {
+  sum_over_time: (vs, from, to) => {
     let sum = 0, c = 0;
-    for (const v of vs) [sum, c] = kahanSumInc(v, sum, c);
+    for (let i = from; i < to; i++) [sum, c] = kahanSumInc(vs[i], sum, c);
     return isInf(sum) ? sum : sum + c;
   },
-  count_over_time: (vs) => vs.length,
-  max_over_time: (vs) => {
-    let max = vs[0];
-    for (const v of vs) if (v > max || Number.isNaN(max)) max = v;
+  count_over_time: (_vs, from, to) => to - from,
+  max_over_time: (vs, from, to) => {
+    let max = vs[from];
+    for (let i = from; i < to; i++) if (vs[i] > max || Number.isNaN(max)) max = vs[i];
     return max;
   },
-  min_over_time: (vs) => {
-    let min = vs[0];
-    for (const v of vs) if (v < min || Number.isNaN(min)) min = v;
+  min_over_time: (vs, from, to) => {
+    let min = vs[from];
+    for (let i = from; i < to; i++) if (vs[i] < min || Number.isNaN(min)) min = vs[i];
     return min;
   },
   present_over_time: () => 1,
-  stddev_over_time: (vs) => Math.sqrt(variance(vs)),
-  stdvar_over_time: (vs) => variance(vs),
-  changes: (vs) => {
+  stddev_over_time: (vs, from, to) => Math.sqrt(variance(vs, from, to)),
+  stdvar_over_time: (vs, from, to) => variance(vs, from, to),
+  changes: (vs, from, to) => {
     let changes = 0;
-    let prev = vs[0];
-    for (let i = 1; i < vs.length; i++) {
+    let prev = vs[from];
+    for (let i = from + 1; i < to; i++) {
       const cur = vs[i];
       if (cur !== prev && !(Number.isNaN(cur) && Number.isNaN(prev))) changes++;
       prev = cur;
     }
     return changes;
   },
-  resets: (vs) => {
+  resets: (vs, from, to) => {
     let resets = 0;
-    let prev = vs[0];
-    for (let i = 1; i < vs.length; i++) {
+    let prev = vs[from];
+    for (let i = from + 1; i < to; i++) {
       const cur = vs[i];
       if (cur < prev) resets++;
       prev = cur;
@@ -1175,9 +1243,10 @@ const OVER_TIME: Record<string, (vs: Floats) => number> = {
   },
 };
 
-function variance(vs: Floats): number {
+function variance(vs: Floats, from: number, to: number): number {
   let count = 0, mean = 0, cMean = 0, aux = 0, cAux = 0;
-  for (const v of vs) {
+  for (let i = from; i < to; i++) {
+    const v = vs[i];
     count++;
     const delta = v - (mean + cMean);
     [mean, cMean] = kahanSumInc(delta / count, mean, cMean);

@@ -18,6 +18,9 @@ export interface SeriesData {
   /** Times and values without the staleness markers (what range windows see); made on first use. */
   rangeTs?: Float64Array;
   rangeVs?: Float64Array;
+  /** Where the last range window began and ended (search hints). */
+  hintFrom?: number;
+  hintTo?: number;
 }
 
 /** Times or values of a series: a plain array, or a view of the fetched data. */
