@@ -32,6 +32,7 @@ import {
   typeOf,
   type VectorSelector,
 } from "./ast.ts";
+import { anchoredRegex } from "./regex.ts";
 import {
   compareLabels,
   dropName,
@@ -597,12 +598,8 @@ export class Evaluator {
     const repl = this.string(replA, t);
     const src = this.string(srcA, t);
     const reText = this.string(reA, t);
-    let re: RegExp;
-    try {
-      re = new RegExp(`^(?:${goRegex(reText)})$`, "s");
-    } catch {
-      throw new EvalError(`invalid regular expression in label_replace(): ${reText}`);
-    }
+    const re = anchoredRegex(reText);
+    if (!re) throw new EvalError(`invalid regular expression in label_replace(): ${reText}`);
     if (!isValidLabelName(dst)) {
       throw new EvalError(`invalid destination label name in label_replace(): ${dst}`);
     }
@@ -1391,11 +1388,6 @@ function bucketQuantile(q: number, input: { ub: number; count: number }[]): numb
     rank -= buckets[b - 1].count;
   }
   return bucketStart + (bucketEnd - bucketStart) * (rank / count);
-}
-
-/** An RE2 regex in JS syntax (named groups `(?P<n>…)` → `(?<n>…)`). */
-function goRegex(re: string): string {
-  return re.replaceAll("(?P<", "(?<");
 }
 
 /** Go's regexp Expand: `$1`, `${1}`, `$name`, `${name}`, `$$`. */

@@ -10,6 +10,8 @@
  * @module
  */
 import { promqlParser, type SyntaxNode } from "../../deps.ts";
+import { RegexError, translateRegex } from "../remote_read/regex.ts";
+import { anchoredRegex } from "./regex.ts";
 import {
   type AggregateOp,
   type AtModifier,
@@ -246,10 +248,12 @@ class Converter {
           const type = this.text(op) as LabelMatcher["type"];
           const value = this.unquote(val);
           if (type === "=~" || type === "!~") {
+            // Validated as PostgreSQL will run it (RE2 translated).
             try {
-              new RegExp(`^(?:${value})$`, "su");
-            } catch {
-              this.fail(m, `invalid regular expression ${JSON.stringify(value)}`);
+              translateRegex(value);
+            } catch (err) {
+              if (err instanceof RegexError) this.fail(m, err.message);
+              throw err;
             }
           }
           matchers.push({ type, name: this.text(ln), value });
@@ -432,9 +436,9 @@ function matchesEmpty(m: LabelMatcher): boolean {
     case "!=":
       return m.value !== "";
     case "=~":
-      return new RegExp(`^(?:${m.value})$`, "su").test("");
+      return anchoredRegex(m.value)?.test("") ?? false;
     case "!~":
-      return !new RegExp(`^(?:${m.value})$`, "su").test("");
+      return !(anchoredRegex(m.value)?.test("") ?? true);
   }
 }
 
