@@ -125,6 +125,9 @@ export function promqlHandler(o: PromqlApiOptions): (req: Request) => Promise<Re
           goVersion: `deno ${Deno.version.deno}`,
         };
       }
+      if (data instanceof RawJson) {
+        return rawJson(`{"status":"success","data":${data.text}}`);
+      }
       return json(200, { status: "success", data });
     } catch (err) {
       return errorResponse(err);
@@ -197,7 +200,7 @@ async function query(
     const ev = new Evaluator(data, q, { deadline, maxSamples: o.maxSamples });
     if (isRange) {
       const series = await ev.range(expr);
-      return { resultType: "matrix", result: series.map(formatSeries) };
+      return matrixJson(series);
     }
     return formatInstant(ev.instant(expr), startMs);
   } finally {
@@ -257,15 +260,34 @@ function formatInstant(v: Value, t: number): unknown {
         })),
       };
     case "matrix":
-      return { resultType: "matrix", result: v.series.map(formatSeries) };
+      return matrixJson(v.series);
   }
 }
 
-function formatSeries(s: Series): unknown {
-  return {
-    metric: sortedLabels(s.labels),
-    values: Array.from(s.ts, (t, i) => [t / 1000, formatValue(s.vs[i])]),
-  };
+/** JSON text made by hand, for results too large to build as objects first. */
+class RawJson {
+  constructor(readonly text: string) {}
+}
+
+/**
+ * A matrix result as JSON text, written directly: a range query returns up
+ * to millions of points, and building [t, "v"] arrays for JSON.stringify
+ * would cost more than evaluating them.
+ */
+function matrixJson(series: Series[]): RawJson {
+  const parts: string[] = ['{"resultType":"matrix","result":['];
+  for (let i = 0; i < series.length; i++) {
+    const s = series[i];
+    if (i > 0) parts.push(",");
+    parts.push(`{"metric":${JSON.stringify(sortedLabels(s.labels))},"values":[`);
+    let chunk = "";
+    for (let j = 0; j < s.ts.length; j++) {
+      chunk += `${j > 0 ? "," : ""}[${s.ts[j] / 1000},"${formatValue(s.vs[j])}"]`;
+    }
+    parts.push(chunk, "]}");
+  }
+  parts.push("]}");
+  return new RawJson(parts.join(""));
 }
 
 function sortedLabels(l: Labels): Labels {
@@ -382,6 +404,10 @@ function parseDurationParam(params: URLSearchParams, name: string, def: number |
     );
   }
   return ms;
+}
+
+function rawJson(text: string): Response {
+  return new Response(text, { status: 200, headers: { "content-type": "application/json" } });
 }
 
 function json(status: number, body: unknown): Response {

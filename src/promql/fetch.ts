@@ -17,7 +17,6 @@ import { HttpError } from "../errors.ts";
 import { type Gate, mapDbError } from "../storage/db.ts";
 import { runQueries } from "../remote_read/querier.ts";
 import { matchersToSql } from "../remote_read/matchers.ts";
-import { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS } from "../remote_write/decode.ts";
 import type { LabelMatcher } from "./ast.ts";
 import { EvalError } from "./eval.ts";
 import { compareLabels, type Labels, type SeriesData } from "./value.ts";
@@ -59,6 +58,10 @@ export interface PgStoreOptions {
   /** In HA mode, the replica label (never stored; matchers on it are dropped). */
   replicaLabel?: string;
 }
+
+/** Stored times are within years 0001..9999 (as the write path clamps them). */
+const MIN_TIMESTAMP_MS = -62135596800000;
+const MAX_TIMESTAMP_MS = 253402300799999;
 
 const STALE_HI = 0x7ff00000;
 const STALE_LO = 0x00000002;
