@@ -14,7 +14,8 @@
  */
 import type { Sql } from "../../deps.ts";
 import { HttpError } from "../errors.ts";
-import { type Gate, mapDbError } from "../storage/db.ts";
+import { mapDbError } from "../db_errors.ts";
+import type { Gate } from "../storage/db.ts";
 import { runQueries } from "../remote_read/querier.ts";
 import { matchersToSql } from "../remote_read/matchers.ts";
 import type { LabelMatcher } from "./ast.ts";
