@@ -49,3 +49,23 @@ Deno.test("retention deletes expired compressed windows, per metric", async () =
     await db.drop();
   }
 });
+
+Deno.test("prom_api.drop_metric() drops the metric's compressed windows too", async () => {
+  const db = await freshDatabase("compress_drop_metric");
+  try {
+    await setup(db.sql);
+    await store(db.sql, [series("dropped", [3, 2]), series("kept", [3, 2])]);
+    await compact(db.sql);
+    await db.sql`SELECT prom_api.drop_metric('dropped')`;
+    const rows = await db.sql<{ metric_name: string; n: number }[]>`
+      SELECT s.metric_name, count(*)::int AS n FROM _prom_data.compressed c
+      JOIN _prom_catalog.series s ON s.id = c.series_id GROUP BY 1`;
+    assertEquals([...rows], [{ metric_name: "kept", n: 2 }]);
+    const [{ n }] = await db.sql<
+      { n: number }[]
+    >`SELECT count(*)::int AS n FROM _prom_data.compressed`;
+    assertEquals(n, 2, "no orphaned windows");
+  } finally {
+    await db.drop();
+  }
+});

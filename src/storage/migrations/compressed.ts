@@ -137,64 +137,48 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
     AND z.time >= lo AND z.time <= hi
 $$;
 
--- The prom_metric views read both forms (same as version 1, but from
--- _prom_data.all_samples), and the existing ones are recreated.
-CREATE OR REPLACE FUNCTION _prom_catalog.register_metric(p_metric text, p_keys text[]) RETURNS void
+-- The prom_metric views read both forms: version 6's create_metric_view,
+-- reading _prom_data.all_samples instead of _prom_data.samples; every
+-- existing view is recreated (same columns, same order).
+CREATE OR REPLACE FUNCTION _prom_catalog.create_metric_view(m _prom_catalog.metric) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-  m _prom_catalog.metric%ROWTYPE;
-  k text;
-  added boolean := false;
-  cols text := '';
+  n int := coalesce(array_length(m.label_keys, 1), 0);
+  cols text[] := '{}';
   i int;
 BEGIN
-  PERFORM pg_advisory_xact_lock(hashtext('_prom_catalog.metric'), hashtext(p_metric));
-  SELECT * INTO m FROM _prom_catalog.metric WHERE metric_name = p_metric;
-  IF NOT FOUND THEN
-    m.metric_name := p_metric;
-    m.view_name := _prom_catalog.safe_identifier(p_metric,
-      ARRAY(SELECT view_name FROM _prom_catalog.metric));
-    m.label_keys := '{}';
-    m.column_names := '{}';
-    added := true;
-  END IF;
-  FOREACH k IN ARRAY (SELECT array_agg(x ORDER BY x) FROM unnest(p_keys) x) LOOP
-    CONTINUE WHEN k = '__name__' OR k = ANY(m.label_keys);
-    EXIT WHEN coalesce(array_length(m.label_keys, 1), 0) >= 1596;
-    m.label_keys := m.label_keys || k;
-    m.column_names := m.column_names || _prom_catalog.safe_identifier(k,
-      m.column_names || ARRAY['time', 'value', 'series_id', 'labels']);
-    added := true;
+  FOR i IN 1 .. least(m.id_columns_from, n) LOOP
+    cols := cols || format('ser.labels ->> %L AS %I', m.label_keys[i], m.column_names[i]);
   END LOOP;
-  IF NOT added THEN
-    RETURN;
-  END IF;
-  INSERT INTO _prom_catalog.metric (metric_name, view_name, label_keys, column_names)
-  VALUES (m.metric_name, m.view_name, m.label_keys, m.column_names)
-  ON CONFLICT (metric_name) DO UPDATE
-    SET label_keys = EXCLUDED.label_keys, column_names = EXCLUDED.column_names;
-  PERFORM _prom_catalog.create_metric_view(m.metric_name);
-END $$;
-
-CREATE FUNCTION _prom_catalog.create_metric_view(p_metric text) RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-  m _prom_catalog.metric%ROWTYPE;
-  cols text := '';
-  i int;
-BEGIN
-  SELECT * INTO m FROM _prom_catalog.metric WHERE metric_name = p_metric;
-  FOR i IN 1 .. coalesce(array_length(m.label_keys, 1), 0) LOOP
-    cols := cols || format(', ser.labels ->> %L AS %I', m.label_keys[i], m.column_names[i]);
+  FOR i IN 1 .. least(m.id_columns_from, n) LOOP
+    cols := cols || format('(ser.label_ids ->> %L)::int AS %I', m.label_keys[i], m.id_column_names[i]);
   END LOOP;
+  FOR i IN m.id_columns_from + 1 .. n LOOP
+    cols := cols || format('ser.labels ->> %L AS %I', m.label_keys[i], m.column_names[i])
+                 || format('(ser.label_ids ->> %L)::int AS %I', m.label_keys[i], m.id_column_names[i]);
+  END LOOP;
+  cols := cols[1:1596];
   EXECUTE format(
     'CREATE OR REPLACE VIEW prom_metric.%I AS SELECT s.time, s.value, s.series_id, '
     '(ser.labels - ''__name__'') AS labels%s FROM _prom_data.all_samples s '
     'JOIN _prom_catalog.series ser ON ser.id = s.series_id WHERE ser.metric_name = %L',
-    m.view_name, cols, m.metric_name);
+    m.view_name,
+    CASE WHEN cardinality(cols) > 0 THEN ', ' || array_to_string(cols, ', ') ELSE '' END,
+    m.metric_name);
 END $$;
 
-SELECT _prom_catalog.create_metric_view(metric_name) FROM _prom_catalog.metric;
+SELECT _prom_catalog.create_metric_view(m) FROM _prom_catalog.metric m;
+
+-- A series deleted (prom_api.drop_metric) takes its compressed windows along.
+CREATE FUNCTION _prom_catalog.drop_compressed_of_deleted_series() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  DELETE FROM _prom_data.compressed c USING gone WHERE c.series_id = gone.id;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER series_drop_compressed AFTER DELETE ON _prom_catalog.series
+  REFERENCING OLD TABLE AS gone FOR EACH STATEMENT
+  EXECUTE FUNCTION _prom_catalog.drop_compressed_of_deleted_series();
 
 -- Retention of compressed windows: deletes, at most 'max_rows' per call,
 -- the windows whose newest sample is older than their metric's retention

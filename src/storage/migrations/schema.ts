@@ -17,6 +17,7 @@
  *   per label key, (re)created when a metric or a label key first appears.
  */
 
+import { PROMSCALE_SQL } from "./promscale_sql.ts";
 import { COMPRESSED_MIGRATION } from "./compressed.ts";
 
 /** A migration: its version, a description, and the SQL to run. */
@@ -972,6 +973,7 @@ END $$;
 
 MIGRATIONS.push({ version: 5, description: "forget silent HA clusters", sql: HA_FORGET });
 
+MIGRATIONS.push(PROMSCALE_SQL);
 MIGRATIONS.push(COMPRESSED_MIGRATION); // version 8, src/storage/migrations/compressed.ts
 
 /** The schema version this build brings the database to. */
