@@ -17,6 +17,8 @@
  *   per label key, (re)created when a metric or a label key first appears.
  */
 
+import { DATA_MODEL_MIGRATION } from "./data_model.ts";
+
 /** A migration: its version, a description, and the SQL to run. */
 export interface Migration {
   version: number;
@@ -969,6 +971,8 @@ END $$;
 `;
 
 MIGRATIONS.push({ version: 5, description: "forget silent HA clusters", sql: HA_FORGET });
+
+MIGRATIONS.push(DATA_MODEL_MIGRATION);
 
 /** The schema version this build brings the database to. */
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
