@@ -24,7 +24,7 @@ export interface StoredHistogram {
  * yields one bytea per histogram, decoded by {@linkcode histogramFromBytes}.
  */
 export const HISTOGRAM_BYTES_SQL = `
-  int8send((extract(epoch FROM h.time) * 1000)::int8) || bool_send(h.is_float)
+  int8send((extract(epoch FROM h.time) * 1000)::int8) || boolsend(h.is_float)
   || int2send(h.schema) || int2send(h.reset_hint)
   || float8send(h.count) || float8send(h.sum) || float8send(h.zero_threshold)
   || float8send(h.zero_count)
