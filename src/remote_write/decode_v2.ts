@@ -67,9 +67,6 @@ export interface DecodedWriteV2 extends DecodedWrite, WriteExtras {
   metadata: DecodedMetadata[];
 }
 
-/** The media type parameter that names the 2.0 message. */
-export const V2_MESSAGE = "io.prometheus.write.v2.Request";
-
 const METRIC_NAME = "__name__";
 const EMPTY = new Float64Array(0);
 
