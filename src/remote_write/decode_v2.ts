@@ -582,3 +582,55 @@ function growU(a: Uint32Array<ArrayBuffer>): Uint32Array<ArrayBuffer> {
   g.set(a);
   return g;
 }
+
+/**
+ * Counts the series, labels and samples (histograms weighed by their size)
+ * of an uncompressed `io.prometheus.write.v2.Request` without decoding them
+ * (no allocation), for the per-request limits and the memory budget
+ * (`src/limits.ts`, whose 1.0 scan this mirrors). A malformed message is
+ * counted as far as it goes: the decoder reports what is wrong with it.
+ */
+export function scanWriteRequestV2(
+  raw: Uint8Array,
+): { series: number; labels: number; samples: number } {
+  const r = new ProtoReader(raw);
+  const counts = { series: 0, labels: 0, samples: 0 };
+  const end = raw.length;
+  try {
+    while (r.pos < end) {
+      const key = r.tag(end);
+      if (key !== KEY_TIMESERIES) {
+        r.skip(key, end);
+        continue;
+      }
+      const seriesEnd = r.lenEnd(end);
+      counts.series++;
+      while (r.pos < seriesEnd) {
+        const k = r.tag(seriesEnd);
+        if (k === (1 << 3 | WIRE_LEN)) {
+          // Packed references: one per varint (a byte below 0x80 ends one).
+          const e = r.lenEnd(seriesEnd);
+          let refs = 0;
+          for (let p = r.pos; p < e; p++) if (raw[p] < 0x80) refs++;
+          counts.labels += refs >>> 1;
+          r.pos = e;
+          continue;
+        }
+        if (k === (1 << 3 | WIRE_VARINT)) counts.labels += 0.5;
+        else if (k === (2 << 3 | WIRE_LEN)) counts.samples++;
+        else if (k === (3 << 3 | WIRE_LEN) || k === (4 << 3 | WIRE_LEN)) {
+          // A histogram or exemplar holds arrays: weigh it by its bytes.
+          const e = r.lenEnd(seriesEnd);
+          counts.samples += 1 + ((e - r.pos) >>> 2);
+          r.pos = e;
+          continue;
+        }
+        r.skip(k, seriesEnd);
+      }
+    }
+  } catch (err) {
+    if (!(err instanceof ProtoDecodeError)) throw err;
+  }
+  counts.labels = Math.ceil(counts.labels);
+  return counts;
+}

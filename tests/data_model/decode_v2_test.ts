@@ -7,6 +7,7 @@ import {
   type DecodedWriteV2,
   decodeWriteRequestV2,
   parseWriteRequestV2,
+  scanWriteRequestV2,
 } from "../../src/remote_write/decode_v2.ts";
 import { snappyCompress, STALE_NAN_BITS, writeRequestBody } from "../helpers/payload.ts";
 import {
@@ -323,4 +324,20 @@ Deno.test("decodeWriteRequestV2() survives random corruption with 400s only", ()
       assert.ok(err instanceof BadRequestError, `corruption ${i} threw ${err}`);
     }
   }
+});
+
+Deno.test("scanWriteRequestV2() counts series, labels and samples without decoding", () => {
+  const raw = v2Request([
+    {
+      labels: { __name__: "a", job: "x" },
+      samples: [{ value: 1, timestamp: T }, { value: 2, timestamp: T + 1 }],
+    },
+    { labels: { __name__: "b", job: "y", instance: "z" }, samples: [{ value: 1, timestamp: T }] },
+  ]);
+  assert.deepEqual(scanWriteRequestV2(raw), { series: 2, labels: 5, samples: 3 });
+  const h = scanWriteRequestV2(
+    v2Request([{ labels: { __name__: "h" }, histograms: [intHistogram(T)] }]),
+  );
+  assert.equal(h.series, 1);
+  assert.ok(h.samples > 1, "a histogram weighs more than a sample");
 });
