@@ -38,7 +38,8 @@ import {
   savePlan,
 } from "./payloads.ts";
 import { CpuSampler, postgresOf, statusKb } from "./proc.ts";
-import { encodeCopy, type WriteSeries } from "../src/storage/writer.ts";
+import type { WriteSeries } from "../src/ingest.ts";
+import { encodeCopy } from "../src/storage/copy_format.ts";
 
 interface Options {
   shape: LoadShape;
