@@ -54,7 +54,7 @@ import {
   WIRE_LEN,
   WIRE_VARINT,
   wireTypeName,
-} from "./protowire.ts";
+} from "../wire/protowire.ts";
 
 /** A series of a 2.0 request: float samples, or histogram samples, and what goes with them. */
 export type DecodedSeriesV2 = DecodedSeries & SeriesExtras;
