@@ -167,4 +167,3 @@ function decodeWithin(
     ? parseWriteRequestV2(raw, decodeLimits)
     : parseWriteRequest(raw, decodeLimits);
 }
-
