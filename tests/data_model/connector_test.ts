@@ -179,15 +179,9 @@ Deno.test("remote write 1.0 with histograms, exemplars and metadata reads back b
     // Float series read back untouched.
     const f = ReadResponseFull.toObject(
       ReadResponseFull.decode(await remoteRead(c, "requests_total")),
-      {
-        longs: Number,
-        // deno-lint-ignore no-explicit-any
-      },
-    ) as any;
-    assert.deepEqual(
-      f.results[0].timeseries[0].samples.map((s: { value: number }) => s.value),
-      [41, 42],
-    );
+      { longs: Number },
+    ) as { results: { timeseries: { samples: { value: number }[] }[] }[] };
+    assert.deepEqual(f.results[0].timeseries[0].samples.map((s) => s.value), [41, 42]);
   });
 });
 
