@@ -281,6 +281,28 @@ Deno.test("hostile remote write 2.0 requests get a 400 naming what is wrong, nev
       assert.match(res.text, want, name);
       assert.ok(!res.text.trim().includes("\n"), `${name}: one line`);
     }
+    // Two million empty histograms (2 bytes each on the wire, a kilobyte
+    // each once decoded) in one 1.0 series: refused before decoding, as
+    // more than the memory all requests may hold (1 GiB by default).
+    const n = 2_000_000;
+    const label = [1 << 3 | 2, 13, 1 << 3 | 2, 8, ...enc.encode("__name__"), 2 << 3 | 2, 1, 0x68];
+    const series = new Uint8Array(label.length + 2 * n);
+    series.set(label, 0);
+    for (let i = 0; i < n; i++) series.set([4 << 3 | 2, 0], label.length + 2 * i);
+    const varint = (v: number) => {
+      const out: number[] = [];
+      while (v >= 0x80) {
+        out.push((v % 0x80) | 0x80);
+        v = Math.floor(v / 0x80);
+      }
+      out.push(v);
+      return out;
+    };
+    const bomb = new Uint8Array([1 << 3 | 2, ...varint(series.length), ...series]);
+    const refused = await post(c, V1, bomb);
+    assert.equal(refused.status, 413, refused.text);
+    assert.match(refused.text, /1 series/);
+
     const wrong = await post(
       c,
       { ...V2, "content-type": "application/x-protobuf;proto=io.prometheus.write.v3.Request" },
