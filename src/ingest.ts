@@ -11,6 +11,7 @@
  * @module
  */
 import { UnavailableError } from "./errors.ts";
+import type { DecodedMetadata, SeriesExtras, WriteExtras } from "./remote_write/data_model.ts";
 
 /** 0001-01-01T00:00:00.000Z: the earliest timestamp accepted, in ms. */
 export const MIN_TIMESTAMP_MS = -62135596800000;
@@ -23,8 +24,13 @@ export interface Label {
   value: string;
 }
 
-/** One series of a write request, validated. */
-export interface DecodedSeries {
+/**
+ * One series of a write request, validated. Besides float samples it may
+ * carry histogram samples (then `timestamps`/`values` are their times and
+ * presence values), exemplars and created timestamps: see
+ * `remote_write/data_model.ts`.
+ */
+export interface DecodedSeries extends SeriesExtras {
   /**
    * Non-empty names, unique, sorted by name with `<` (UTF-16 code unit
    * order, which equals UTF-8 byte order for names without astral
@@ -50,16 +56,16 @@ export interface DecodedSeries {
   values: Float64Array;
 }
 
-/** A decoded write request. */
-export interface DecodedWrite {
-  /** Series that have at least one sample, in wire order. */
+/** A decoded write request (with its histogram and exemplar counts and metadata, if any). */
+export interface DecodedWrite extends WriteExtras {
+  /** Series that have at least one sample, histogram or exemplar, in wire order. */
   series: DecodedSeries[];
   /** Number of samples in `series`. */
   samples: number;
 }
 
-/** A series to store: sorted labels (with __name__) and its samples. */
-export interface WriteSeries {
+/** A series to store: sorted labels (with __name__), its samples, and what goes with them. */
+export interface WriteSeries extends SeriesExtras {
   labels: { name: string; value: string }[];
   timestamps: ArrayLike<number>;
   /** Values bit for bit (a Float64Array: a JS number may lose a NaN's payload). */
@@ -124,11 +130,17 @@ export interface WriteOptions {
   staged?: WriteSeries[];
   /** Leases the write depends on (HA leader samples). */
   fences?: Fence[];
+  /** Metric metadata of the request, stored with it. */
+  metadata?: DecodedMetadata[];
 }
 
 /** What a write did, for metrics. */
 export interface WriteResult {
   samples: number;
+  /** Histogram bodies, exemplars and metadata entries written (absent: none). */
+  histograms?: number;
+  exemplars?: number;
+  metadata?: number;
   newSeries: number;
   /** True when the fast COPY hit existing rows and the slow path ran. */
   deduplicated: boolean;

@@ -25,7 +25,7 @@ import {
   WIRE_LEN,
   WIRE_VARINT,
   wireTypeName,
-} from "./protowire.ts";
+} from "../wire/protowire.ts";
 
 /** A label pair (the same shape as decode.ts's `Label`). */
 export interface ModelLabel {

@@ -23,6 +23,7 @@
  * @module
  */
 import { BadRequestError } from "../errors.ts";
+import type { WriteCounts } from "../limits.ts";
 import {
   type DecodedExemplar,
   type DecodedHistogram,
@@ -54,7 +55,7 @@ import {
   WIRE_LEN,
   WIRE_VARINT,
   wireTypeName,
-} from "./protowire.ts";
+} from "../wire/protowire.ts";
 
 /** A series of a 2.0 request: float samples, or histogram samples, and what goes with them. */
 export type DecodedSeriesV2 = DecodedSeries & SeriesExtras;
@@ -584,17 +585,15 @@ function growU(a: Uint32Array<ArrayBuffer>): Uint32Array<ArrayBuffer> {
 }
 
 /**
- * Counts the series, labels and samples (histograms weighed by their size)
- * of an uncompressed `io.prometheus.write.v2.Request` without decoding them
+ * Counts the series, labels, samples, histograms and exemplars of an
+ * uncompressed `io.prometheus.write.v2.Request` without decoding them
  * (no allocation), for the per-request limits and the memory budget
  * (`src/limits.ts`, whose 1.0 scan this mirrors). A malformed message is
  * counted as far as it goes: the decoder reports what is wrong with it.
  */
-export function scanWriteRequestV2(
-  raw: Uint8Array,
-): { series: number; labels: number; samples: number } {
+export function scanWriteRequestV2(raw: Uint8Array): WriteCounts {
   const r = new ProtoReader(raw);
-  const counts = { series: 0, labels: 0, samples: 0 };
+  const counts = { series: 0, labels: 0, samples: 0, histograms: 0, exemplars: 0 };
   const end = raw.length;
   try {
     while (r.pos < end) {
@@ -618,13 +617,8 @@ export function scanWriteRequestV2(
         }
         if (k === (1 << 3 | WIRE_VARINT)) counts.labels += 0.5;
         else if (k === (2 << 3 | WIRE_LEN)) counts.samples++;
-        else if (k === (3 << 3 | WIRE_LEN) || k === (4 << 3 | WIRE_LEN)) {
-          // A histogram or exemplar holds arrays: weigh it by its bytes.
-          const e = r.lenEnd(seriesEnd);
-          counts.samples += 1 + ((e - r.pos) >>> 2);
-          r.pos = e;
-          continue;
-        }
+        else if (k === (3 << 3 | WIRE_LEN)) counts.histograms++;
+        else if (k === (4 << 3 | WIRE_LEN)) counts.exemplars++;
         r.skip(k, seriesEnd);
       }
     }

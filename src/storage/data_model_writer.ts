@@ -16,7 +16,9 @@
 import type { Sql, TransactionSql } from "../../deps.ts";
 import type { DecodedMetadata, SeriesExtras } from "../remote_write/data_model.ts";
 import { CopyRows } from "./copy_rows.ts";
-import { copyIn, labelsJson, type WriteSeries } from "./writer.ts";
+import type { WriteSeries } from "../ingest.ts";
+import { copyIn } from "./pg_patches.ts";
+import { labelsJson } from "./series_ids.ts";
 
 /** A series as the writer gets it, with what may come besides samples. */
 export type ModelSeries = WriteSeries & SeriesExtras;

@@ -9,7 +9,7 @@ import type { Sql } from "../../deps.ts";
 import { encodeHistogram, queryHistograms } from "../../src/remote_read/histograms.ts";
 import { H_SUM, parseHistogram } from "../../src/remote_write/data_model.ts";
 import { parseWriteRequestV2 } from "../../src/remote_write/decode_v2.ts";
-import { ProtoReader } from "../../src/remote_write/protowire.ts";
+import { ProtoReader } from "../../src/wire/protowire.ts";
 import { Gate } from "../../src/storage/db.ts";
 import { DataModelWriter, type ModelSeries } from "../../src/storage/data_model_writer.ts";
 import { migrate } from "../../src/storage/migrate.ts";
