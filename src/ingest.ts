@@ -11,7 +11,6 @@
  * @module
  */
 import { UnavailableError } from "./errors.ts";
-import type { DecodedMetadata, SeriesExtras, WriteExtras } from "./remote_write/data_model.ts";
 
 /** 0001-01-01T00:00:00.000Z: the earliest timestamp accepted, in ms. */
 export const MIN_TIMESTAMP_MS = -62135596800000;
@@ -150,4 +149,82 @@ export interface WriteResult {
 export interface SampleWriter {
   /** Stores the series (and stages `staged`) atomically; a 2xx may follow once it resolves. */
   write(series: WriteSeries[], options?: WriteOptions): Promise<WriteResult>;
+}
+
+// ---------------------------------------------------------------------------
+// The data model beyond float samples (remote_write/data_model.ts decodes it,
+// storage/data_model_writer.ts stores it, remote_read/histograms.ts reads it).
+
+/** A label pair of an exemplar (the same shape as {@linkcode Label}). */
+export interface ModelLabel {
+  name: string;
+  value: string;
+}
+
+/**
+ * One native histogram sample, validated. Doubles are kept bit for bit in
+ * Float64Arrays (filled from their wire words, never through a JS number:
+ * a stale histogram's sum is the staleness NaN, whose payload V8 would
+ * lose).
+ */
+export interface DecodedHistogram {
+  /** A float histogram (`count_float`, `*_counts`); else an integer one (`count_int`, `*_deltas`). */
+  float: boolean;
+  /** -4..8: exponential buckets; -53: custom bucket bounds (`customValues`). */
+  schema: number;
+  /** 0 unknown, 1 yes (reset), 2 no, 3 gauge histogram. */
+  resetHint: number;
+  /** [count, sum, zero_threshold, zero_count], bit for bit. */
+  scalars: Float64Array;
+  /** Offset, length pairs of the positive bucket spans. */
+  positiveSpans: Int32Array;
+  /** Absolute count of each positive bucket (integer deltas summed). */
+  positiveCounts: Float64Array;
+  negativeSpans: Int32Array;
+  negativeCounts: Float64Array;
+  /** Upper bounds of the custom buckets (schema -53), strictly increasing. */
+  customValues: Float64Array;
+}
+
+/** An exemplar: labels (sorted, names unique), value bit for bit, timestamp. */
+export interface DecodedExemplar {
+  labels: ModelLabel[];
+  /** Milliseconds since the epoch (0 when the sender set none). */
+  timestamp: number;
+}
+
+/** What a decoded request carries besides its series. */
+export interface WriteExtras {
+  /** Histogram samples in the request's series. */
+  histograms?: number;
+  /** Exemplars in the request's series. */
+  exemplars?: number;
+  /** Metric metadata, at most one per metric name (the last sent). */
+  metadata?: DecodedMetadata[];
+}
+
+/** Metadata of one metric family. */
+export interface DecodedMetadata {
+  metric: string;
+  /** counter, gauge, histogram, gaugehistogram, summary, info, stateset or unknown. */
+  type: string;
+  help: string;
+  unit: string;
+}
+
+/**
+ * What a decoded series may carry besides float samples. A series with
+ * `histograms` holds histogram samples only: `timestamps[i]` is the time of
+ * `histograms[i]`, and `values[i]` its presence value (the count, or the
+ * staleness marker when the histogram is a stale marker): histogram samples
+ * travel the same path as float samples (HA judgement, de-duplication, the
+ * samples table), and their bodies are stored beside them.
+ */
+export interface SeriesExtras {
+  histograms?: DecodedHistogram[];
+  exemplars?: DecodedExemplar[];
+  /** Values of `exemplars`, index for index, bit for bit. */
+  exemplarValues?: Float64Array;
+  /** Created (start) timestamps seen for this series, ms, distinct. */
+  created?: number[];
 }

@@ -11,7 +11,7 @@
  * @module
  */
 import type { Sql } from "../../deps.ts";
-import type { DecodedHistogram } from "../remote_write/data_model.ts";
+import type { DecodedHistogram } from "../ingest.ts";
 
 /** A stored histogram sample. */
 export interface StoredHistogram {

@@ -26,37 +26,17 @@ import {
   WIRE_VARINT,
   wireTypeName,
 } from "../wire/protowire.ts";
+import type { DecodedExemplar, DecodedHistogram, DecodedMetadata, ModelLabel } from "../ingest.ts";
 
-/** A label pair (the same shape as decode.ts's `Label`). */
-export interface ModelLabel {
-  name: string;
-  value: string;
-}
-
-/**
- * One native histogram sample, validated. Doubles are kept bit for bit in
- * Float64Arrays (filled from their wire words, never through a JS number:
- * a stale histogram's sum is the staleness NaN, whose payload V8 would
- * lose).
- */
-export interface DecodedHistogram {
-  /** A float histogram (`count_float`, `*_counts`); else an integer one (`count_int`, `*_deltas`). */
-  float: boolean;
-  /** -4..8: exponential buckets; -53: custom bucket bounds (`customValues`). */
-  schema: number;
-  /** 0 unknown, 1 yes (reset), 2 no, 3 gauge histogram. */
-  resetHint: number;
-  /** [count, sum, zero_threshold, zero_count], bit for bit. */
-  scalars: Float64Array;
-  /** Offset, length pairs of the positive bucket spans. */
-  positiveSpans: Int32Array;
-  /** Absolute count of each positive bucket (integer deltas summed). */
-  positiveCounts: Float64Array;
-  negativeSpans: Int32Array;
-  negativeCounts: Float64Array;
-  /** Upper bounds of the custom buckets (schema -53), strictly increasing. */
-  customValues: Float64Array;
-}
+// The types live in ingest.ts (the stages' contracts); re-exported here.
+export type {
+  DecodedExemplar,
+  DecodedHistogram,
+  DecodedMetadata,
+  ModelLabel,
+  SeriesExtras,
+  WriteExtras,
+} from "../ingest.ts";
 
 /** Index of each scalar in {@linkcode DecodedHistogram.scalars}. */
 export const H_COUNT = 0, H_SUM = 1, H_ZERO_THRESHOLD = 2, H_ZERO_COUNT = 3;
@@ -66,32 +46,6 @@ export const CUSTOM_BUCKETS_SCHEMA = -53;
 
 /** Reset hints, as numbered on the wire. */
 export const RESET_HINTS = ["unknown", "yes", "no", "gauge"] as const;
-
-/** An exemplar: labels (sorted, names unique), value bit for bit, timestamp. */
-export interface DecodedExemplar {
-  labels: ModelLabel[];
-  /** Milliseconds since the epoch (0 when the sender set none). */
-  timestamp: number;
-}
-
-/** What a decoded request carries besides its series. */
-export interface WriteExtras {
-  /** Histogram samples in the request's series. */
-  histograms?: number;
-  /** Exemplars in the request's series. */
-  exemplars?: number;
-  /** Metric metadata, at most one per metric name (the last sent). */
-  metadata?: DecodedMetadata[];
-}
-
-/** Metadata of one metric family. */
-export interface DecodedMetadata {
-  metric: string;
-  /** One of {@linkcode METRIC_TYPES}. */
-  type: string;
-  help: string;
-  unit: string;
-}
 
 /** Metric types by wire number (both versions number them alike). */
 export const METRIC_TYPES = [
@@ -104,23 +58,6 @@ export const METRIC_TYPES = [
   "info",
   "stateset",
 ] as const;
-
-/**
- * What a decoded series may carry besides float samples. A series with
- * `histograms` holds histogram samples only: `timestamps[i]` is the time of
- * `histograms[i]`, and `values[i]` its presence value (the count, or the
- * staleness marker when the histogram is a stale marker): histogram samples
- * travel the same path as float samples (HA judgement, de-duplication, the
- * samples table), and their bodies are stored beside them.
- */
-export interface SeriesExtras {
-  histograms?: DecodedHistogram[];
-  exemplars?: DecodedExemplar[];
-  /** Values of `exemplars`, index for index, bit for bit. */
-  exemplarValues?: Float64Array;
-  /** Created (start) timestamps seen for this series, ms, distinct. */
-  created?: number[];
-}
 
 /** 0001-01-01T00:00:00.000Z and 9999-12-31T23:59:59.999Z in ms (as decode.ts). */
 const MIN_MS = -62135596800000;

@@ -14,9 +14,8 @@
  * @module
  */
 import type { Sql, TransactionSql } from "../../deps.ts";
-import type { DecodedMetadata, SeriesExtras } from "../remote_write/data_model.ts";
+import type { DecodedMetadata, SeriesExtras, WriteSeries } from "../ingest.ts";
 import { CopyRows } from "./copy_rows.ts";
-import type { WriteSeries } from "../ingest.ts";
 import { copyIn } from "./pg_patches.ts";
 import { labelsJson } from "./series_ids.ts";
 
