@@ -98,22 +98,35 @@ function main(): void {
     ) throw new Error(`Request ${r} decodes differently in 1.0 and 2.0`);
   }
   const total = requests * seriesPerRequest;
-  const results: VersionResult[] = [];
-  for (
-    const [version, bodies, raws, full, proto] of [
-      ["1.0", v1, raw1, decodeWriteRequest, parseWriteRequest],
-      ["2.0", v2, raw2, decodeWriteRequestV2, parseWriteRequestV2],
-    ] as const
-  ) {
-    loop(bodies, Math.min(1, seconds / 3), (b) => full(b, LIMITS).samples);
-    results.push({
-      version,
-      samplesPerSecond: loop(bodies, seconds, (b) => full(b, LIMITS).samples),
-      protobufSamplesPerSecond: loop(raws, seconds / 2, (b) => proto(b, LIMITS).samples),
-      compressedBytesPerSample: bodies.reduce((s, b) => s + b.length, 0) / total,
-      rawBytesPerSample: raws.reduce((s, b) => s + b.length, 0) / total,
+  const versions = [
+    { version: "1.0", bodies: v1, raws: raw1, full: decodeWriteRequest, proto: parseWriteRequest },
+    {
+      version: "2.0",
+      bodies: v2,
+      raws: raw2,
+      full: decodeWriteRequestV2,
+      proto: parseWriteRequestV2,
+    },
+  ] as const;
+  // Rounds alternate the versions and the best round counts: the machine
+  // is shared, and a single long run favours whichever ran in a quiet spell.
+  const best = versions.map(() => ({ full: 0, proto: 0 }));
+  const rounds = 3;
+  for (let round = 0; round < rounds; round++) {
+    versions.forEach((v, i) => {
+      const full = loop(v.bodies, seconds / rounds, (b) => v.full(b, LIMITS).samples);
+      const proto = loop(v.raws, seconds / rounds / 2, (b) => v.proto(b, LIMITS).samples);
+      best[i].full = Math.max(best[i].full, full);
+      best[i].proto = Math.max(best[i].proto, proto);
     });
   }
+  const results: VersionResult[] = versions.map((v, i) => ({
+    version: v.version,
+    samplesPerSecond: best[i].full,
+    protobufSamplesPerSecond: best[i].proto,
+    compressedBytesPerSample: v.bodies.reduce((s, b) => s + b.length, 0) / total,
+    rawBytesPerSample: v.raws.reduce((s, b) => s + b.length, 0) / total,
+  }));
   for (const r of results) console.log(JSON.stringify(r));
   console.log(JSON.stringify({
     v2OverV1: results[1].samplesPerSecond / results[0].samplesPerSecond,
