@@ -161,6 +161,14 @@ Deno.test("histogram views and SQL functions answer count, sum and quantiles", a
              (SELECT count(*) FROM prom_api.histogram_buckets(histogram))::int AS n
       FROM prom_histogram.nhcb_seconds`;
     assert.ok(Math.abs(c.q50 - (1 + 4 / 3)) < 1e-12, `custom q50 ${c.q50}`);
+    // The lowest bucket (-Inf, 1] of positive bounds starts at 0 (as for
+    // classic histograms); in the +Inf bucket, its finite lower bound.
+    const [ends] = await sql<{ q10: number; q99: number }[]>`
+      SELECT prom_api.histogram_quantile(0.1, histogram) AS q10,
+             prom_api.histogram_quantile(0.99, histogram) AS q99
+      FROM prom_histogram.nhcb_seconds`;
+    assert.ok(Math.abs(ends.q10 - 0.3) < 1e-12, `q10 ${ends.q10}`);
+    assert.equal(ends.q99, 10);
     assert.equal(c.n, 3);
     // The float view of a histogram metric shows its count (the presence rows).
     const presence = await sql<{ value: number }[]>`

@@ -211,6 +211,9 @@ BEGIN
   END IF;
   IF cum > h.count THEN cum := h.count; END IF;
   IF cum < rank THEN RETURN hi; END IF;
+  -- Custom buckets open to one side: nothing to interpolate in; the finite bound.
+  IF lo = '-Infinity'::float8 THEN RETURN hi; END IF;
+  IF hi = 'Infinity'::float8 THEN RETURN lo; END IF;
   rank := rank - (cum - bc);
   RETURN lo + (hi - lo) * (rank / bc);
 END $$;
