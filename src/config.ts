@@ -72,6 +72,12 @@ export interface Config {
       leaseTimeoutMs: number;
       leaseRefreshMs: number;
       failoverTimeoutMs: number;
+      /**
+       * The lease timings set nowhere (no flag, variable, file key or
+       * dataset): `withDatabaseLeaseTimings` takes them from
+       * `_prom_catalog.default` at start.
+       */
+      timingsFromDatabase: { leaseTimeout: boolean; leaseRefresh: boolean };
     };
   };
   legacyElection: {
@@ -84,6 +90,12 @@ export interface Config {
   dataset: {
     /** metrics.default_retention_period, applied at start; null = leave the database's. */
     defaultRetentionMs: number | null;
+    /**
+     * metrics.ha_lease_timeout and metrics.ha_lease_refresh, written to
+     * `_prom_catalog.default` at start as Promscale did; null = not set.
+     */
+    haLeaseTimeoutMs: number | null;
+    haLeaseRefreshMs: number | null;
   };
   /** Deprecation warnings collected while parsing, to be logged at start. */
   warnings: string[];
@@ -1316,6 +1328,10 @@ export function parseConfig(
     failoverTimeoutMs: r.duration("metrics.high-availability.failover-timeout", {
       positive: true,
     }),
+    timingsFromDatabase: {
+      leaseTimeout: !r.given("metrics.high-availability.lease-timeout"),
+      leaseRefresh: !r.given("metrics.high-availability.lease-refresh"),
+    },
   };
   for (const n of ["cluster-label", "replica-label"]) {
     const name = `metrics.high-availability.${n}`;
@@ -1410,7 +1426,11 @@ export function parseConfig(
       logFormat: r.choice<LogFormat>("telemetry.log.format"),
     },
     startup,
-    dataset: { defaultRetentionMs: datasetLayer.retentionMs },
+    dataset: {
+      defaultRetentionMs: datasetLayer.retentionMs,
+      haLeaseTimeoutMs: datasetLayer.leaseMs.ha_lease_timeout ?? null,
+      haLeaseRefreshMs: datasetLayer.leaseMs.ha_lease_refresh ?? null,
+    },
     warnings: [...new Set(warnings)],
   };
 }
@@ -1425,8 +1445,13 @@ function datasetValues(
   r: Resolver,
   nested: Record<string, unknown> | undefined,
   warnings: string[],
-): { values: Map<string, Raw>; retentionMs: number | null } {
+): {
+  values: Map<string, Raw>;
+  retentionMs: number | null;
+  leaseMs: Partial<Record<"ha_lease_timeout" | "ha_lease_refresh", number>>;
+} {
   const values = new Map<string, Raw>();
+  const leaseMs: Partial<Record<"ha_lease_timeout" | "ha_lease_refresh", number>> = {};
   const text = r.str("startup.dataset.config");
   if (text.trim() !== "" && nested !== undefined) {
     warnings.push(
@@ -1434,7 +1459,7 @@ function datasetValues(
     );
   }
   const source = text.trim() !== "" ? text : nested;
-  if (source === undefined) return { values, retentionMs: null };
+  if (source === undefined) return { values, retentionMs: null, leaseMs };
   const where = text.trim() !== "" ? "--startup.dataset.config" : '"startup.dataset"';
   const bad = (reason: string) => {
     const raw = r.raw("startup.dataset.config");
@@ -1465,7 +1490,7 @@ function datasetValues(
     ] as const
   ) {
     if (value === undefined) continue;
-    ms(key, value);
+    leaseMs[key] = ms(key, value);
     if (r.given(flag)) {
       warnings.push(`Dataset configuration metrics.${key} overridden by --${flag}`);
     } else {
@@ -1475,6 +1500,54 @@ function datasetValues(
   return {
     values,
     retentionMs: d.retention === undefined ? null : ms("default_retention_period", d.retention),
+    leaseMs,
+  };
+}
+
+/** `ha_lease_timeout` and `ha_lease_refresh` of `_prom_catalog.default`, ms (null: absent or not an interval). */
+export interface DatabaseLeaseTimings {
+  leaseTimeoutMs: number | null;
+  leaseRefreshMs: number | null;
+}
+
+/**
+ * The config with the HA lease timings that were set nowhere taken from
+ * `_prom_catalog.default` (Promscale's one place for them, so connectors
+ * agree without matching flags by hand); flags, variables, file keys and
+ * the dataset configuration still win. Database values that break the
+ * rule refresh < lease timeout, failover timeout are not used (warning).
+ */
+export function withDatabaseLeaseTimings(
+  cfg: Config,
+  db: DatabaseLeaseTimings,
+): { config: Config; warnings: string[] } {
+  const ha = cfg.metrics.ha;
+  const usable = (v: number | null) => v !== null && Number.isFinite(v) && v > 0;
+  const timeout = ha.timingsFromDatabase.leaseTimeout && usable(db.leaseTimeoutMs)
+    ? db.leaseTimeoutMs!
+    : ha.leaseTimeoutMs;
+  const refresh = ha.timingsFromDatabase.leaseRefresh && usable(db.leaseRefreshMs)
+    ? db.leaseRefreshMs!
+    : ha.leaseRefreshMs;
+  if (timeout === ha.leaseTimeoutMs && refresh === ha.leaseRefreshMs) {
+    return { config: cfg, warnings: [] };
+  }
+  if (refresh >= timeout || refresh >= ha.failoverTimeoutMs) {
+    return {
+      config: cfg,
+      warnings: [
+        `Ignoring _prom_catalog.default ha_lease_timeout (${timeout} ms) and ha_lease_refresh ` +
+        `(${refresh} ms): the refresh must be shorter than the lease timeout and the failover ` +
+        `timeout (${ha.failoverTimeoutMs} ms)`,
+      ],
+    };
+  }
+  return {
+    config: {
+      ...cfg,
+      metrics: { ...cfg.metrics, ha: { ...ha, leaseTimeoutMs: timeout, leaseRefreshMs: refresh } },
+    },
+    warnings: [],
   };
 }
 

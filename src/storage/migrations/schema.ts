@@ -18,6 +18,7 @@
  */
 
 import { DATA_MODEL_MIGRATION } from "./data_model.ts";
+import { PROMSCALE_SQL } from "./promscale_sql.ts";
 
 /** A migration: its version, a description, and the SQL to run. */
 export interface Migration {
@@ -972,6 +973,7 @@ END $$;
 
 MIGRATIONS.push({ version: 5, description: "forget silent HA clusters", sql: HA_FORGET });
 
+MIGRATIONS.push(PROMSCALE_SQL);
 MIGRATIONS.push(DATA_MODEL_MIGRATION);
 
 /** The schema version this build brings the database to. */
