@@ -8,3 +8,5 @@ export { default as snappy } from "snappyjs";
 export { default as protobuf } from "protobufjs";
 export { Command, Option } from "commander";
 export { parse as parseYaml } from "yaml";
+export { parser as promqlParser } from "@prometheus-io/lezer-promql";
+export type { SyntaxNode } from "@lezer/common";

@@ -34,6 +34,8 @@ import { ConnectorMetrics } from "./telemetry/metrics.ts";
 import { errorMessage } from "./errors.ts";
 import { COMMIT, VERSION } from "./version.ts";
 import { OpsMonitor } from "./ops/monitor.ts";
+import { promqlHandler } from "./promql/api.ts";
+import { PgPromqlStore } from "./promql/fetch.ts";
 import { trackNewestSample } from "./ops/newest.ts";
 import { StatusSource } from "./ops/status.ts";
 
@@ -299,6 +301,16 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
       maxSamples: DEFAULT_MAX_READ_SAMPLES,
       replicaLabel: cfg.metrics.ha.enabled ? cfg.metrics.ha.replicaLabel : undefined,
     });
+    // PromQL reads through the same connections and gate as remote read.
+    const promql = promqlHandler({
+      store: new PgPromqlStore({
+        sql: readSql ?? sql,
+        gate: readGate,
+        replicaLabel: cfg.metrics.ha.enabled ? cfg.metrics.ha.replicaLabel : undefined,
+      }),
+      ...cfg.metrics.promql,
+      maxRequestBytes: cfg.web.maxRequestBytes,
+    });
     const retention = new RetentionJob({
       sql,
       log,
@@ -332,6 +344,7 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
       {
         write,
         read,
+        promql,
         health: () => health.state(),
         status: (req, as) => status.serve(req, as),
         authIgnorePaths: cfg.web.authIgnorePaths,

@@ -65,6 +65,14 @@ export interface Config {
     asyncAcks: boolean;
     seriesCacheMax: number;
     maxClusterLabelValues: number; // --metrics.max-cluster-label-values, default 1000
+    promql: {
+      queryTimeoutMs: number; // --metrics.promql.query-timeout, default 2m
+      maxSamples: number; // --metrics.promql.max-samples, default 50,000,000
+      lookbackDeltaMs: number; // --metrics.promql.lookback-delta, default 5m
+      maxPointsPerTs: number; // --metrics.promql.max-points-per-ts, default 11,000
+      subqueryStepMs: number; // --metrics.promql.default-subquery-step-interval, default 1m
+      maxConcurrency: number; // --metrics.promql.max-concurrency, default 20
+    };
     ha: {
       enabled: boolean;
       clusterLabel: string;
@@ -436,6 +444,55 @@ const FLAGS: readonly FlagSpec[] = [
     arg: "<n>",
     def: "500000",
     help: "Most series ids kept in memory.",
+  },
+  {
+    group: "PromQL",
+    name: "metrics.promql.query-timeout",
+    kind: "duration",
+    arg: "<duration>",
+    def: "2m",
+    help: "Longest time a PromQL query may take (the request's timeout parameter may shorten it).",
+  },
+  {
+    group: "PromQL",
+    name: "metrics.promql.max-samples",
+    kind: "int",
+    arg: "<n>",
+    def: "50000000",
+    help: "Most samples one PromQL query may load (and return); beyond that, 422.",
+  },
+  {
+    group: "PromQL",
+    name: "metrics.promql.lookback-delta",
+    kind: "duration",
+    arg: "<duration>",
+    def: "5m",
+    help: "How far back an instant vector selector looks for a sample.",
+  },
+  {
+    group: "PromQL",
+    name: "metrics.promql.max-points-per-ts",
+    kind: "int",
+    arg: "<n>",
+    def: "11000",
+    help:
+      "Most points per series a range query may ask for (end - start) / step; beyond that, 400.",
+  },
+  {
+    group: "PromQL",
+    name: "metrics.promql.default-subquery-step-interval",
+    kind: "duration",
+    arg: "<duration>",
+    def: "1m",
+    help: "Step of subqueries that give none.",
+  },
+  {
+    group: "PromQL",
+    name: "metrics.promql.max-concurrency",
+    kind: "int",
+    arg: "<n>",
+    def: "20",
+    help: "PromQL queries evaluated at once; more wait (up to their timeout).",
   },
   {
     group: "Metrics",
@@ -1418,6 +1475,16 @@ export function parseConfig(
       asyncAcks: r.bool("metrics.async-acks"),
       seriesCacheMax: r.int("metrics.cache.series.max-size", 1),
       maxClusterLabelValues: r.int("metrics.max-cluster-label-values", 1),
+      promql: {
+        queryTimeoutMs: r.duration("metrics.promql.query-timeout", { positive: true }),
+        maxSamples: r.int("metrics.promql.max-samples", 1),
+        lookbackDeltaMs: r.duration("metrics.promql.lookback-delta", { positive: true }),
+        maxPointsPerTs: r.int("metrics.promql.max-points-per-ts", 1),
+        subqueryStepMs: r.duration("metrics.promql.default-subquery-step-interval", {
+          positive: true,
+        }),
+        maxConcurrency: r.int("metrics.promql.max-concurrency", 1),
+      },
       ha,
     },
     legacyElection,
