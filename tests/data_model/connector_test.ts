@@ -152,6 +152,15 @@ Deno.test("remote write 1.0 with histograms, exemplars and metadata reads back b
       { metric_name: "rpc_seconds", type: "histogram", unit: "seconds" },
     ]);
 
+    // The PromQL API's metadata endpoint serves it.
+    const meta1 = await (await fetch(`${c.url}/api/v1/metadata?metric=rpc_seconds`)).json();
+    assert.deepEqual(meta1, {
+      status: "success",
+      data: { rpc_seconds: [{ type: "histogram", help: "RPC latency.", unit: "seconds" }] },
+    });
+    const all = await (await fetch(`${c.url}/api/v1/metadata`)).json();
+    assert.deepEqual(Object.keys(all.data), ["requests_total", "rpc_seconds"]);
+
     // Remote read: histograms as received, no float samples for them.
     const body = await remoteRead(c, "rpc_seconds");
     // deno-lint-ignore no-explicit-any
