@@ -161,6 +161,12 @@ Deno.test("remote write 1.0 with histograms, exemplars and metadata reads back b
     const all = await (await fetch(`${c.url}/api/v1/metadata`)).json();
     assert.deepEqual(Object.keys(all.data), ["requests_total", "rpc_seconds"]);
 
+    // Not evaluated by the PromQL API yet: no float samples (no counts) there.
+    const q = await (await fetch(
+      `${c.url}/api/v1/query?query=rpc_seconds&time=${(T + 1000) / 1000}`,
+    )).json();
+    assert.deepEqual(q, { status: "success", data: { resultType: "vector", result: [] } });
+
     // Remote read: histograms as received, no float samples for them.
     const body = await remoteRead(c, "rpc_seconds");
     // deno-lint-ignore no-explicit-any
