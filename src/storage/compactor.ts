@@ -17,6 +17,11 @@
  * horizon. A crash (kill -9) at any point rolls the batch back whole:
  * nothing is lost or doubled.
  *
+ * Series with native histograms are left as rows: their histogram bodies
+ * are found through their rows in `_prom_data.samples` (the "presence
+ * rows" of migrations/data_model.ts; histogram_gc removes bodies without
+ * one), so those rows must stay; their partition is then not dropped.
+ *
  * Encoding happens here (in TypeScript, from the exact bits read through
  * `int8send`/`float8send`); every float8 that is stored as a float8 (raw
  * windows, exceptions) is copied by SQL from the deleted rows, never sent
@@ -320,7 +325,13 @@ export class Compactor {
       // bytes for the encoder, and the values as float8[] for the INSERT.
       const [{ moved }] = await conn.unsafe<{ moved: number }[]>(
         `WITH gone AS (
-           DELETE FROM ${rel} WHERE series_id = ANY($1::int8[]) RETURNING series_id, time, value
+           DELETE FROM ${rel} WHERE series_id = ANY($1::int8[])
+             -- Series with native histograms stay rows: a histogram exists
+             -- where its presence row does (migrations/data_model.ts).
+             AND series_id <> ALL(ARRAY(
+               SELECT DISTINCT h.series_id FROM _prom_data.histogram_samples h
+               WHERE h.series_id = ANY($1::int8[])))
+           RETURNING series_id, time, value
          ), keys AS (
            SELECT DISTINCT series_id, date_bin('${COMPRESS_WINDOW}', time, 'epoch') AS win FROM gone
          ), old AS (

@@ -101,3 +101,47 @@ Deno.test("the connector stores a late write into a window whose partition was c
     await db.drop();
   }
 });
+
+Deno.test("series with native histograms stay rows, so their histograms survive", async () => {
+  const db = await freshDatabase("compress_histogram");
+  try {
+    await setup(db.sql);
+    const t = D + 3_600_000;
+    const [hist, plain] = await store(db.sql, [
+      {
+        labels: { __name__: "h_metric", job: "h" },
+        times: [t, t + 15_000],
+        bits: [bitsOf(3), bitsOf(4)],
+      },
+      {
+        labels: { __name__: "f_metric", job: "h" },
+        times: [t, t + 15_000],
+        bits: [bitsOf(1), bitsOf(2)],
+      },
+    ]);
+    await db.sql`
+      INSERT INTO _prom_data.histogram_samples (series_id, time, is_float, schema, reset_hint,
+        count, sum, zero_threshold, zero_count, positive_spans, positive_counts, negative_spans,
+        negative_counts, custom_values, received_at)
+      SELECT ${hist}, s.time, true, 0, 0, s.value, 1, 0, 0, '{}', '{}', '{}', '{}', '{}',
+        now() - interval '1 day'
+      FROM _prom_data.samples s WHERE s.series_id = ${hist}`;
+    await compact(db.sql);
+    const rows = await db.sql<{ series_id: string; n: number }[]>`
+      SELECT series_id::text, count(*)::int AS n FROM _prom_data.samples GROUP BY 1`;
+    assertEquals(
+      [...rows],
+      [{ series_id: String(hist), n: 2 }],
+      "only the histogram series is rows",
+    );
+    const [{ w }] = await db.sql<{ w: number }[]>`
+      SELECT count(*)::int AS w FROM _prom_data.compressed WHERE series_id = ${plain}`;
+    assertEquals(w, 1);
+    await db.sql`SELECT _prom_catalog.histogram_gc(interval '1 minute', 1000)`;
+    const [{ h }] = await db.sql<{ h: number }[]>`
+      SELECT count(*)::int AS h FROM _prom_data.histogram_samples`;
+    assertEquals(h, 2, "the bodies keep their presence rows");
+  } finally {
+    await db.drop();
+  }
+});

@@ -17,6 +17,7 @@
  *   per label key, (re)created when a metric or a label key first appears.
  */
 
+import { DATA_MODEL_MIGRATION } from "./data_model.ts";
 import { PROMSCALE_SQL } from "./promscale_sql.ts";
 import { COMPRESSED_MIGRATION } from "./compressed.ts";
 
@@ -974,6 +975,7 @@ END $$;
 MIGRATIONS.push({ version: 5, description: "forget silent HA clusters", sql: HA_FORGET });
 
 MIGRATIONS.push(PROMSCALE_SQL);
+MIGRATIONS.push(DATA_MODEL_MIGRATION);
 MIGRATIONS.push(COMPRESSED_MIGRATION); // version 8, src/storage/migrations/compressed.ts
 
 /** The schema version this build brings the database to. */
