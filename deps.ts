@@ -8,3 +8,10 @@ export { default as snappy } from "snappyjs";
 export { default as protobuf } from "protobufjs";
 export { Command, Option } from "commander";
 export { parse as parseYaml } from "yaml";
+export type { PGlite } from "@electric-sql/pglite";
+/**
+ * PGlite (the embedded database) is loaded on demand: a connector with a
+ * PostgreSQL server never loads its 15 MB of WebAssembly and data.
+ */
+export const loadPglite = (): Promise<typeof import("@electric-sql/pglite")> =>
+  import("@electric-sql/pglite");
