@@ -10,6 +10,8 @@ import { assert, assertEquals, assertStringIncludes } from "../helpers/assert.ts
 import { writeRequestBody } from "../helpers/payload.ts";
 import { killAll, REPO_ROOT, spawnProcess, tempDir } from "../helpers/procs.ts";
 import { PG_NOWHERE, remoteRead, startEmbeddedConnector } from "./connector.ts";
+import { RetentionJob } from "../../src/storage/retention.ts";
+import { Logger } from "../../src/telemetry/log.ts";
 
 const T0 = Date.now() - 10 * 60_000;
 const WRITE_HEADERS = { "content-encoding": "snappy", "content-type": "application/x-protobuf" };
@@ -59,7 +61,8 @@ Deno.test({
   fn: async () => {
     try {
       const cwd = await tempDir("promscale-embedded-");
-      let c = await startEmbeddedConnector(cwd);
+      const HA = ["--metrics.high-availability"];
+      let c = await startEmbeddedConnector(cwd, HA);
       assertStringIncludes(c.proc.output(), "Embedded database in use");
       assertStringIncludes(c.proc.output(), `dir=${cwd}/promscale-data`);
       assertStringIncludes(c.proc.output(), "--db.uri");
@@ -103,6 +106,58 @@ Deno.test({
       ]);
       assertEquals(viaSql[0].job, "embedded");
 
+      // HA de-duplication for a pair writing to this connector: the first
+      // replica heard leads; the other's copies of the same rounds are not stored.
+      const ha = (replica: string, value: number) =>
+        fetch(`${c.url}/write`, {
+          method: "POST",
+          headers: WRITE_HEADERS,
+          body: writeRequestBody([{
+            labels: { __name__: "embedded_ha", cluster: "c1", __replica__: replica, job: "j" },
+            samples: Array.from({ length: 10 }, (_, i) => ({
+              value,
+              timestamp: T0 + i * 15_000,
+            })),
+          }]) as Uint8Array<ArrayBuffer>,
+        }).then(async (r) => {
+          await r.body?.cancel();
+          return r.status;
+        });
+      assertEquals(await ha("a", 1), 204);
+      assertEquals(await ha("b", 2), 204);
+      await withSql(c.sqlUri, async (sql) => {
+        const rows = await sql<{ value: number; cluster: string }[]>`
+          SELECT value, cluster FROM prom_metric.embedded_ha ORDER BY time`;
+        assertEquals(rows.map((r) => r.value), Array(10).fill(1));
+        assertEquals(rows[0].cluster, "c1");
+        const [lease] = await sql<{ leader_name: string }[]>`
+          SELECT leader_name FROM _prom_catalog.ha_leases WHERE cluster_name = 'c1'`;
+        assertEquals(lease.leader_name, "a");
+      });
+
+      // Retention: a sample older than the retention period goes at the next run.
+      const old = writeRequestBody([{
+        labels: { __name__: "embedded_old", job: "j" },
+        samples: [{ value: 7, timestamp: Date.now() - 5 * 86_400_000 }],
+      }]) as Uint8Array<ArrayBuffer>;
+      const res = await fetch(`${c.url}/write`, {
+        method: "POST",
+        headers: WRITE_HEADERS,
+        body: old,
+      });
+      await res.body?.cancel();
+      assertEquals(res.status, 204);
+      await withSql(c.sqlUri, async (sql) => {
+        await sql`SELECT prom_api.set_default_retention_period(INTERVAL '2 days')`;
+        const job = new RetentionJob({ sql, log: new Logger("error", "logfmt", () => {}) });
+        const done = await job.runOnce();
+        assert(done.ran, "the retention job ran");
+        const [{ n }] = await sql<{ n: number }[]>`
+          SELECT count(*)::int AS n FROM prom_metric.embedded_old`;
+        assertEquals(n, 0);
+        await sql`SELECT prom_api.set_default_retention_period(INTERVAL '90 days')`;
+      });
+
       // A second connector on the same directory is refused with one line.
       const second = spawnProcess("second", Deno.execPath(), [
         "run",
@@ -117,7 +172,7 @@ Deno.test({
       assertStringIncludes(second.output(), "--db.uri");
 
       assertEquals((await c.proc.stop()).code, 0, c.proc.output());
-      c = await startEmbeddedConnector(cwd);
+      c = await startEmbeddedConnector(cwd, HA);
       assertEquals(await countRows(c.sqlUri), 50);
       const again = await remoteRead(c.url, "embedded_test_gauge", T0 - 1, T0 + 3_600_000);
       assertEquals(again.flatMap((s) => s.samples).length, 50);
