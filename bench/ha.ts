@@ -25,7 +25,7 @@
  */
 import { freshDatabase } from "../tests/helpers/db.ts";
 import { freePort } from "../tests/helpers/ports.ts";
-import { REPO_ROOT, type Service, spawnProcess, waitForHttp } from "../tests/helpers/procs.ts";
+import { REPO_ROOT, type Service, spawnConnector, waitForHttp } from "../tests/helpers/procs.ts";
 import type { LoadResult } from "./loadgen.ts";
 
 /** Sum of a metric's samples (all label sets) in a Prometheus text exposition. */
@@ -101,16 +101,13 @@ export async function startConnectorIn(
   name = "connector",
 ): Promise<Service> {
   const port = freePort();
-  const proc = spawnProcess(name, Deno.execPath(), [
-    "run",
-    "-A",
-    "main.ts",
+  const proc = spawnConnector([
     "--db.uri",
     dbUri,
     "--web.listen-address",
     `127.0.0.1:${port}`,
     ...args,
-  ], { cwd: dir, env: { NO_COLOR: "1" } });
+  ], { name, cwd: dir });
   try {
     await waitForHttp(`http://127.0.0.1:${port}/healthz`, { timeoutMs: 60_000, proc });
   } catch (err) {

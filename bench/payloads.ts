@@ -9,6 +9,7 @@
  * @module
  */
 import { snappy } from "../deps.ts";
+import { putVarint, varintSize } from "../src/wire/varint.ts";
 
 /** A label pair. */
 export interface Label {
@@ -120,24 +121,7 @@ export function benchValue(i: number, slot: number): number {
 
 const enc = new TextEncoder();
 
-/** Encodes a uvarint into `out` at `o`; returns the new offset. */
-function putVarint(out: Uint8Array, o: number, v: number): number {
-  while (v >= 0x80) {
-    out[o++] = (v % 0x80) | 0x80;
-    v = Math.floor(v / 0x80);
-  }
-  out[o++] = v;
-  return o;
-}
-
-function varintLen(v: number): number {
-  let n = 1;
-  while (v >= 0x80) {
-    v = Math.floor(v / 0x80);
-    n++;
-  }
-  return n;
-}
+const varintLen = varintSize;
 
 /** `TimeSeries.labels` fields (key, length, Label) of one series, encoded once. */
 export function encodeLabels(labels: Label[]): Uint8Array {

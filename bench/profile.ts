@@ -13,7 +13,7 @@
  */
 import { freshDatabase } from "../tests/helpers/db.ts";
 import { freePort } from "../tests/helpers/ports.ts";
-import { killAll, REPO_ROOT, spawnProcess, waitForHttp } from "../tests/helpers/procs.ts";
+import { killAll, REPO_ROOT, spawnConnector, waitForHttp } from "../tests/helpers/procs.ts";
 import { buildPlan, type LoadShape, savePlan } from "./payloads.ts";
 
 interface ProfileNode {
@@ -81,12 +81,7 @@ async function main(): Promise<void> {
   const profDir = await Deno.makeTempDir({ dir: outDir, prefix: "prof-" });
   try {
     const port = freePort();
-    const proc = spawnProcess("connector", Deno.execPath(), [
-      "run",
-      "-A",
-      "--cpu-prof",
-      `--cpu-prof-dir=${profDir}`,
-      "main.ts",
+    const proc = spawnConnector([
       "--db.uri",
       db.uri,
       "--web.listen-address",
@@ -95,7 +90,7 @@ async function main(): Promise<void> {
       "warn",
       ...(ha ? ["--metrics.high-availability"] : []),
       ...arg("connector-args", "").split(" ").filter(Boolean),
-    ], { cwd: REPO_ROOT, env: { NO_COLOR: "1" } });
+    ], { denoFlags: ["--cpu-prof", `--cpu-prof-dir=${profDir}`] });
     await waitForHttp(`http://127.0.0.1:${port}/healthz`, { proc, timeoutMs: 60_000 });
     const out = await new Deno.Command(Deno.execPath(), {
       args: [

@@ -21,6 +21,7 @@ import { freePort } from "../tests/helpers/ports.ts";
 import {
   killAll,
   REPO_ROOT,
+  spawnConnector,
   spawnProcess,
   startConnector,
   tempDir,
@@ -38,7 +39,8 @@ import {
   savePlan,
 } from "./payloads.ts";
 import { CpuSampler, postgresOf, statusKb } from "./proc.ts";
-import { encodeCopy, type WriteSeries } from "../src/storage/writer.ts";
+import type { WriteSeries } from "../src/ingest.ts";
+import { encodeCopy } from "../src/storage/copy_format.ts";
 
 interface Options {
   shape: LoadShape;
@@ -501,11 +503,7 @@ async function rssRun(planFile: string, series: number, args: string[]) {
   try {
     const port = freePort();
     const inspectPort = freePort();
-    const proc = spawnProcess("connector", Deno.execPath(), [
-      "run",
-      "-A",
-      `--inspect=127.0.0.1:${inspectPort}`,
-      "main.ts",
+    const proc = spawnConnector([
       "--db.uri",
       db.uri,
       "--web.listen-address",
@@ -513,7 +511,7 @@ async function rssRun(planFile: string, series: number, args: string[]) {
       "--telemetry.log.level",
       "warn",
       ...args,
-    ], { cwd: REPO_ROOT, env: { NO_COLOR: "1" } });
+    ], { denoFlags: [`--inspect=127.0.0.1:${inspectPort}`] });
     const url = `http://127.0.0.1:${port}`;
     try {
       await waitForHttp(`${url}/healthz`, { timeoutMs: 60_000, proc });

@@ -6,7 +6,8 @@
 import type { Sql } from "../deps.ts";
 import { type Config, redactUri } from "./config.ts";
 import { authorizer } from "./auth.ts";
-import { type IngestFilter, passThrough, writeHandler } from "./remote_write/handler.ts";
+import { type IngestFilter, passThrough } from "./ingest.ts";
+import { writeHandler } from "./remote_write/handler.ts";
 import { HaFilter } from "./ha/filter.ts";
 import { HaClusters } from "./ha/clusters.ts";
 import { Reconciler } from "./ha/reconciler.ts";
@@ -30,6 +31,7 @@ import { DEFAULT_MAX_READ_SAMPLES, readHandler } from "./remote_read/handler.ts"
 import { RetentionJob } from "./storage/retention.ts";
 import type { Logger } from "./telemetry/log.ts";
 import { ConnectorMetrics } from "./telemetry/metrics.ts";
+import { errorMessage } from "./errors.ts";
 import { COMMIT, VERSION } from "./version.ts";
 import { OpsMonitor } from "./ops/monitor.ts";
 import { trackNewestSample } from "./ops/newest.ts";
@@ -71,14 +73,14 @@ async function waitForDatabase(sql: Sql, cfg: Config, log: Logger): Promise<void
       if (Date.now() >= deadline) {
         throw new Error(
           `Cannot connect to the database at ${redactUri(cfg.db.uri)}: ${
-            (err as Error).message
+            errorMessage(err)
           } (gave up after ${cfg.db.connectionTimeoutMs} ms)`,
         );
       }
       log.warn("Database not reachable yet, retrying", {
         db: redactUri(cfg.db.uri),
         attempt,
-        err: (err as Error).message,
+        err: errorMessage(err),
       });
       await new Promise((r) => setTimeout(r, Math.min(2000, 200 * attempt)));
     }
@@ -240,7 +242,7 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
       asyncAcks: cfg.metrics.asyncAcks,
       onAsyncError: (err) => {
         log.error("Asynchronous write failed; the samples are lost", {
-          err: (err as Error).message ?? String(err),
+          err: errorMessage(err),
         });
       },
     });
@@ -373,7 +375,7 @@ async function readTlsFile(path: string, flag: string): Promise<string> {
   try {
     return await Deno.readTextFile(path);
   } catch (err) {
-    throw new Error(`Cannot read --${flag} "${path}": ${(err as Error).message}`);
+    throw new Error(`Cannot read --${flag} "${path}": ${errorMessage(err)}`);
   }
 }
 

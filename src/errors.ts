@@ -5,26 +5,29 @@
  * an error into a response.
  */
 
-/** An error that maps to an HTTP status and a one-line reason. */
+/**
+ * An error that maps to an HTTP status and a one-line reason; `cause` keeps
+ * the error behind it (a database error behind a 503) for logs.
+ */
 export class HttpError extends Error {
-  constructor(readonly status: number, message: string) {
-    super(oneLine(message));
+  constructor(readonly status: number, message: string, options?: ErrorOptions) {
+    super(oneLine(message), options);
     this.name = "HttpError";
   }
 }
 
 /** 400: the payload can never be stored (bad snappy, protobuf or labels). */
 export class BadRequestError extends HttpError {
-  constructor(message: string) {
-    super(400, message);
+  constructor(message: string, options?: ErrorOptions) {
+    super(400, message, options);
     this.name = "BadRequestError";
   }
 }
 
 /** 503: a transient failure; Prometheus retries and nothing is lost. */
 export class UnavailableError extends HttpError {
-  constructor(message: string) {
-    super(503, message);
+  constructor(message: string, options?: ErrorOptions) {
+    super(503, message, options);
     this.name = "UnavailableError";
   }
 }
@@ -39,7 +42,7 @@ export function toResponse(err: unknown, headers?: HeadersInit): Response {
   const status = err instanceof HttpError ? err.status : 500;
   const message = err instanceof HttpError
     ? err.message
-    : `Internal error: ${oneLine(err instanceof Error ? err.message : String(err))}`;
+    : `Internal error: ${oneLine(errorMessage(err))}`;
   const h = new Headers(headers);
   h.set("content-type", "text/plain; charset=utf-8");
   if (status === 503) h.set("retry-after", "1");

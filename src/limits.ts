@@ -21,7 +21,10 @@
  * @module
  */
 import { HttpError } from "./errors.ts";
-import { ProtoDecodeError, ProtoReader, WIRE_LEN } from "./remote_write/protowire.ts";
+import { ProtoDecodeError, ProtoReader, WIRE_LEN } from "./wire/protowire.ts";
+
+// Moved to wire/snappy.ts; re-exported for existing importers.
+export { snappyDeclaredLength } from "./wire/snappy.ts";
 
 /** Default of --web.max-series-per-request. */
 export const DEFAULT_MAX_SERIES_PER_REQUEST = 200_000;
@@ -107,20 +110,6 @@ export function checkWriteCounts(c: WriteCounts, l: RequestLimits): void {
         `(--web.max-labels-per-request): lower queue_config.max_samples_per_send`,
     );
   }
-}
-
-/**
- * The snappy header's declared decoded length, or null when the header is
- * unreadable (the decompressor then says why).
- */
-export function snappyDeclaredLength(compressed: Uint8Array): number | null {
-  let n = 0;
-  for (let i = 0, mul = 1; i < 5 && i < compressed.length; i++, mul *= 128) {
-    const b = compressed[i];
-    n += (b & 0x7f) * mul;
-    if (b < 0x80) return n;
-  }
-  return null;
 }
 
 /**

@@ -3,7 +3,7 @@
  * requests in flight, request metrics, and a server that shuts down by
  * finishing what it has accepted.
  */
-import { HttpError, toResponse } from "./errors.ts";
+import { HttpError, toResponse, UnavailableError } from "./errors.ts";
 import type { ConnectorMetrics } from "./telemetry/metrics.ts";
 import type { Logger } from "./telemetry/log.ts";
 import type { HealthState } from "./health.ts";
@@ -172,11 +172,10 @@ async function dispatch(
   return await r.read(req);
 }
 
+/** 200 "ok", or the probe's reason as a 503 through the one error path (with Retry-After). */
 function healthResponse(h: HealthState): Response {
-  return new Response(h.ok ? "ok\n" : `${h.reason}\n`, {
-    status: h.ok ? 200 : 503,
-    headers: { "content-type": "text/plain; charset=utf-8" },
-  });
+  if (!h.ok) return toResponse(new UnavailableError(h.reason));
+  return new Response("ok\n", { headers: { "content-type": "text/plain; charset=utf-8" } });
 }
 
 /** A running HTTP server. */

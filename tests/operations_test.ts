@@ -11,7 +11,7 @@ import { assert, assertEquals, assertStringIncludes } from "./helpers/assert.ts"
 import { freshDatabase } from "./helpers/db.ts";
 import { writeRequestBody } from "./helpers/payload.ts";
 import { freePort } from "./helpers/ports.ts";
-import { killAll, type Proc, REPO_ROOT, spawnProcess, startConnector } from "./helpers/procs.ts";
+import { killAll, type Proc, spawnConnector, startConnector } from "./helpers/procs.ts";
 
 const SNAPPY = { "content-encoding": "snappy", "content-type": "application/x-protobuf" };
 const PASSWORD = "Sup3r-S3cret-Pa55word";
@@ -146,10 +146,7 @@ Deno.test("a connector that cannot reach its database exits 1 without logging th
   try {
     // The password given as its own flag, with characters a URI must escape.
     const password = "p@ss:w/rd%20?#x";
-    const p = spawnProcess("connector", Deno.execPath(), [
-      "run",
-      "-A",
-      "main.ts",
+    const p = spawnConnector([
       "--db.host",
       "127.0.0.1",
       "--db.user",
@@ -162,7 +159,7 @@ Deno.test("a connector that cannot reach its database exits 1 without logging th
       `127.0.0.1:${freePort()}`,
       "--db.connection-timeout",
       "1s",
-    ], { cwd: REPO_ROOT, env: { NO_COLOR: "1" } });
+    ]);
     const status = await p.wait();
     const out = p.output();
     assertEquals(status.code, 1, out);
@@ -249,16 +246,13 @@ Deno.test("--startup.only migrates and exits 0 without listening", async () => {
   const db = await freshDatabase("ops_startup_only");
   try {
     const port = freePort();
-    const p = spawnProcess("connector", Deno.execPath(), [
-      "run",
-      "-A",
-      "main.ts",
+    const p = spawnConnector([
       "--db.uri",
       db.uri,
       "--web.listen-address",
       `127.0.0.1:${port}`,
       "--startup.only",
-    ], { cwd: REPO_ROOT, env: { NO_COLOR: "1" } });
+    ]);
     const status = await p.wait();
     assertEquals(status.code, 0, p.output());
     assertStringIncludes(p.output(), "Startup only");
@@ -286,16 +280,13 @@ Deno.test("bad configuration exits 2 with one line on stderr before listening", 
     ];
     await Promise.all(cases.map(async ([args, mentions]) => {
       const port = freePort();
-      const p = spawnProcess("connector", Deno.execPath(), [
-        "run",
-        "-A",
-        "main.ts",
+      const p = spawnConnector([
         "--db.uri",
         deadDb,
         "--web.listen-address",
         `127.0.0.1:${port}`,
         ...args,
-      ], { cwd: REPO_ROOT, env: { NO_COLOR: "1" } });
+      ]);
       const status = await p.wait();
       const what = `${args.join(" ")}:\n${p.output()}`;
       assertEquals(status.code, 2, what);

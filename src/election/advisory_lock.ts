@@ -1,6 +1,6 @@
 /**
- * Legacy leader election through a PostgreSQL advisory lock (DESIGN.md,
- * "High availability, legacy"): connectors paired one-to-one with
+ * Legacy leader election through a PostgreSQL advisory lock (README,
+ * "Legacy leader election"): connectors paired one-to-one with
  * Prometheus servers compete for `pg_try_advisory_lock(id)`; the holder
  * writes, the others drop.
  *
@@ -32,6 +32,7 @@
 import { unixSocket } from "../storage/db.ts";
 import { postgres, type Sql } from "../../deps.ts";
 import { INTERNAL_LOCK_KEYS } from "../storage/locks.ts";
+import { errorMessage } from "../errors.ts";
 import type { Logger } from "../telemetry/log.ts";
 import type { ConnectorMetrics } from "../telemetry/metrics.ts";
 
@@ -291,7 +292,7 @@ export class AdvisoryLockElection {
         await this.#tick();
       } catch (err) {
         // #tick handles its own failures; this is a last resort.
-        this.#o.log.error("Leader election round failed", { err: (err as Error).message });
+        this.#o.log.error("Leader election round failed", { err: errorMessage(err) });
       }
       for (const w of waiters) w();
       if (!this.#running) break;
@@ -343,7 +344,7 @@ export class AdvisoryLockElection {
     try {
       s = await this.#openSession();
     } catch (err) {
-      this.#undecided(`Cannot open the leader election connection: ${(err as Error).message}`);
+      this.#undecided(`Cannot open the leader election connection: ${errorMessage(err)}`);
       return;
     }
     try {
@@ -378,7 +379,7 @@ export class AdvisoryLockElection {
         });
       }
     } catch (err) {
-      this.#undecided(`Cannot try the advisory lock: ${(err as Error).message}`);
+      this.#undecided(`Cannot try the advisory lock: ${errorMessage(err)}`);
       // A try that timed out may still have taken the lock: never reuse the session.
       await this.#closeSession();
     }
@@ -408,7 +409,7 @@ export class AdvisoryLockElection {
       }
     } catch (err) {
       if (epoch !== this.#epoch || this.#session !== s) return;
-      this.#lose(`cannot confirm the advisory lock: ${(err as Error).message}`);
+      this.#lose(`cannot confirm the advisory lock: ${errorMessage(err)}`);
     }
   }
 
@@ -466,7 +467,7 @@ export class AdvisoryLockElection {
       // Closing the session frees the lock anyway.
       this.#o.log.warn("Cannot release the advisory lock; closing its connection", {
         lock_id: this.#o.lockId,
-        err: (err as Error).message,
+        err: errorMessage(err),
       });
     }
   }

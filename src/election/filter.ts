@@ -7,8 +7,7 @@
  * the samples and sends them again rather than losing them.
  */
 import { UnavailableError } from "../errors.ts";
-import type { DecodedWrite } from "../remote_write/decode.ts";
-import type { FilterResult, IngestFilter } from "../remote_write/handler.ts";
+import type { DecodedWrite, FilterResult, IngestFilter } from "../ingest.ts";
 import type { ConnectorMetrics } from "../telemetry/metrics.ts";
 import type { AdvisoryLockElection } from "./advisory_lock.ts";
 

@@ -5,6 +5,7 @@
  * lease-refresh per cluster) and refreshes the copies. The per-request
  * decisions are in filter.ts; the rules in lease.ts.
  */
+import { isLockNotAvailable } from "../db_errors.ts";
 import { errorMessage } from "../errors.ts";
 import type { Logger } from "../telemetry/log.ts";
 import type { ConnectorMetrics } from "../telemetry/metrics.ts";
@@ -194,7 +195,7 @@ export class HaClusters {
     } catch (err) {
       // 55P03 lock_not_available: writes in flight or a reconcile pass held
       // the takeover up; the samples are staged meanwhile, try again later.
-      if ((err as { code?: string }).code !== "55P03") throw err;
+      if (!isLockNotAvailable(err)) throw err;
       this.#o.log.debug("HA takeover postponed: lease busy", { cluster: s.cluster, replica });
     }
     return v;

@@ -7,11 +7,9 @@
  * data lacks. The replica label is removed before storage. No sample is
  * dropped here and no follower is made to wait or retry.
  */
-import { mapDbError } from "../storage/db.ts";
+import { mapDbError } from "../db_errors.ts";
 import { BadRequestError } from "../errors.ts";
-import type { DecodedWrite } from "../remote_write/decode.ts";
-import type { FilterResult, IngestFilter } from "../remote_write/handler.ts";
-import type { Fence, WriteSeries } from "../storage/writer.ts";
+import type { DecodedWrite, Fence, FilterResult, IngestFilter, WriteSeries } from "../ingest.ts";
 import type { ConnectorMetrics } from "../telemetry/metrics.ts";
 import type { HaClusters } from "./clusters.ts";
 import { overdue, Route, route, typicalTime } from "./lease.ts";
@@ -35,7 +33,7 @@ interface Group {
   members: { index: number; replica: string }[];
 }
 
-/** Lease-based HA de-duplication (DESIGN.md, "High availability: lease-based"). */
+/** Lease-based HA de-duplication (docs/architecture.md, "High availability"; docs/ha.md). */
 export class HaFilter implements IngestFilter {
   readonly #o: HaFilterOptions;
 

@@ -5,7 +5,7 @@
  * "" without HA). `time()` minus it tells how far behind the senders are,
  * as Prometheus's own highest-sent-timestamp gauge does on its side.
  */
-import type { FilterResult, IngestFilter } from "../remote_write/handler.ts";
+import type { FilterResult, IngestFilter } from "../ingest.ts";
 import type { ConnectorMetrics } from "../telemetry/metrics.ts";
 
 /** Clusters tracked at most; requests of further clusters count under "" (bounded labels). */

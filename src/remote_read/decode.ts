@@ -11,11 +11,8 @@
  */
 import { ReadRequest } from "../../proto/messages.ts";
 import { BadRequestError } from "../errors.ts";
-import {
-  MAX_TIMESTAMP_MS,
-  MIN_TIMESTAMP_MS,
-  uncompressSnappyBlock,
-} from "../remote_write/decode.ts";
+import { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS } from "../ingest.ts";
+import { uncompressSnappyBlock } from "../wire/snappy.ts";
 
 /** Matcher types, numbered as in `prometheus.LabelMatcher.Type`. */
 export type MatchType = "=" | "!=" | "=~" | "!~";

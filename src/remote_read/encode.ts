@@ -10,7 +10,13 @@
  *
  * @module
  */
-import { snappy } from "../../deps.ts";
+import { compressSnappyBlock } from "../wire/snappy.ts";
+import {
+  int64VarintSize as int64Size,
+  putInt64Varint,
+  putVarint,
+  varintSize,
+} from "../wire/varint.ts";
 
 /** One series of a query result. */
 export interface ResultSeries {
@@ -25,42 +31,17 @@ export interface ResultSeries {
 const TWO_32 = 4_294_967_296;
 const encoder = new TextEncoder();
 
-/** Bytes of `v` (0 ≤ v < 2^53) as a varint. */
-function varintSize(v: number): number {
-  let n = 1;
-  while (v >= 128) {
-    v = Math.floor(v / 128);
-    n++;
-  }
-  return n;
-}
-
-/** Bytes of an int64 varint (negative numbers take ten). */
-function int64Size(v: number): number {
-  return v < 0 ? 10 : varintSize(v);
-}
-
+/** A write cursor over the response buffer. */
 class Out {
   pos = 0;
   constructor(readonly buf: Uint8Array) {}
 
   varint(v: number): void {
-    while (v >= 128) {
-      this.buf[this.pos++] = (v % 128) | 0x80;
-      v = Math.floor(v / 128);
-    }
-    this.buf[this.pos++] = v;
+    this.pos = putVarint(this.buf, this.pos, v);
   }
 
   int64(v: number): void {
-    if (v >= 0) return this.varint(v);
-    // Two's complement over 64 bits, as protobuf writes a negative int64.
-    let u = BigInt.asUintN(64, BigInt(v));
-    for (let i = 0; i < 9; i++) {
-      this.buf[this.pos++] = Number(u & 0x7fn) | 0x80;
-      u >>= 7n;
-    }
-    this.buf[this.pos++] = Number(u);
+    this.pos = putInt64Varint(this.buf, this.pos, v);
   }
 
   bytes(b: Uint8Array): void {
@@ -160,8 +141,7 @@ export function encodeReadResponse(results: ResultSeries[][]): Uint8Array {
 
 /** The snappy-compressed response body. */
 export function compressResponse(raw: Uint8Array): Uint8Array<ArrayBuffer> {
-  const out = snappy.compress(raw);
-  return new Uint8Array(out.buffer as ArrayBuffer, out.byteOffset, out.byteLength);
+  return compressSnappyBlock(raw);
 }
 
 /** Reads big-endian int64s (what `int8send` returns) as numbers (exact below 2^53). */

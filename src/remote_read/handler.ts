@@ -16,7 +16,7 @@
  */
 import type { Sql } from "../../deps.ts";
 import { BadRequestError, HttpError, toResponse } from "../errors.ts";
-import { readBody } from "../remote_write/handler.ts";
+import { readBody } from "../body.ts";
 import type { Gate } from "../storage/db.ts";
 import { decodeReadRequest, SAMPLES } from "./decode.ts";
 import { compressResponse, encodeReadResponse } from "./encode.ts";

@@ -15,7 +15,8 @@
  */
 import type { Sql } from "../../deps.ts";
 import { HttpError } from "../errors.ts";
-import { type Gate, mapDbError } from "../storage/db.ts";
+import { mapDbError } from "../db_errors.ts";
+import type { Gate } from "../storage/db.ts";
 import type { ReadQuery } from "./decode.ts";
 import { int64sFromBE, type ResultSeries } from "./encode.ts";
 import { matchersToSql } from "./matchers.ts";

@@ -26,40 +26,26 @@
  * @module
  */
 import { BadRequestError } from "../errors.ts";
-import { decodeText, ProtoDecodeError, ProtoReader, WIRE_LEN, wireTypeName } from "./protowire.ts";
+import {
+  type DecodedSeries,
+  type DecodedWrite,
+  type Label,
+  MAX_TIMESTAMP_MS,
+  MIN_TIMESTAMP_MS,
+} from "../ingest.ts";
+import { uncompressSnappyBlock } from "../wire/snappy.ts";
+import {
+  decodeText,
+  ProtoDecodeError,
+  ProtoReader,
+  WIRE_LEN,
+  wireTypeName,
+} from "../wire/protowire.ts";
 
-/** A label pair. Names and values are valid UTF-8 without NUL. */
-export interface Label {
-  name: string;
-  value: string;
-}
-
-/** One series of a write request, validated. */
-export interface DecodedSeries {
-  /**
-   * Non-empty names, unique, sorted by name with `<` (UTF-16 code unit
-   * order, which equals UTF-8 byte order for names without astral
-   * characters), `__name__` among them. Labels with an empty value are
-   * dropped: in Prometheus an empty value means the label is absent.
-   * Label objects are shared between series of one request (a label equal
-   * to the previous series' at the same position is the same object):
-   * treat them as immutable.
-   */
-  labels: Label[];
-  /** Milliseconds since the epoch, integers within years 0001..9999; wire order. */
-  timestamps: number[];
-  /**
-   * Sample values, index for index with `timestamps`, bit for bit as sent.
-   * A Float64Array, not number[]: V8 quiets signalling NaNs, such as the
-   * staleness marker 0x7ff0000000000002, when a double is stored in a JS
-   * array or an object field or passes through `DataView.setFloat64` in
-   * optimised code. To write values out exactly, copy their bytes
-   * (`new Uint8Array(values.buffer, values.byteOffset, values.byteLength)`,
-   * little-endian) or copy element to element between Float64Arrays. All
-   * series of one request share one buffer.
-   */
-  values: Float64Array;
-}
+// Moved to ingest.ts and wire/snappy.ts; re-exported for existing importers.
+export type { DecodedSeries, DecodedWrite, Label } from "../ingest.ts";
+export { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS } from "../ingest.ts";
+export { uncompressSnappyBlock } from "../wire/snappy.ts";
 
 /** Size limits for {@linkcode decodeWriteRequest}. */
 export interface DecodeLimits {
@@ -71,23 +57,10 @@ export interface DecodeLimits {
   maxLabelBytes?: number;
 }
 
-/** A decoded write request. */
-export interface DecodedWrite {
-  /** Series that have at least one sample, in wire order. */
-  series: DecodedSeries[];
-  /** Number of samples in `series`. */
-  samples: number;
-}
-
 /** Default of {@linkcode DecodeLimits.maxLabelsPerSeries}. */
 export const DEFAULT_MAX_LABELS_PER_SERIES = 4096;
 /** Default of {@linkcode DecodeLimits.maxLabelBytes}: 64 KiB. */
 export const DEFAULT_MAX_LABEL_BYTES = 64 * 1024;
-/** 0001-01-01T00:00:00.000Z: the earliest timestamp accepted, in ms. */
-export const MIN_TIMESTAMP_MS = -62135596800000;
-/** 9999-12-31T23:59:59.999Z: the latest timestamp accepted, in ms. */
-export const MAX_TIMESTAMP_MS = 253402300799999;
-
 const METRIC_NAME = "__name__";
 const EMPTY_VALUES = new Float64Array(0);
 
@@ -110,131 +83,6 @@ if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
 export function decodeWriteRequest(compressed: Uint8Array, limits: DecodeLimits): DecodedWrite {
   const raw = uncompressSnappyBlock(compressed, limits.maxDecodedBytes, "write request");
   return parseWriteRequest(raw, limits);
-}
-
-/**
- * Decompresses snappy block format (https://github.com/google/snappy/blob/main/format_description.txt)
- * with a limit checked before allocating. Also used for remote read
- * requests; `what` names the message in errors.
- *
- * @throws {BadRequestError} `Cannot decode <what>: …`
- */
-export function uncompressSnappyBlock(
-  compressed: Uint8Array,
-  maxDecodedBytes: number,
-  what = "write request",
-): Uint8Array {
-  const fail = (message: string): never => {
-    throw new BadRequestError(`Cannot decode ${what}: ${message}`);
-  };
-  // The header is the decoded length as a uvarint of at most 5 bytes
-  // (Go's snappy.DecodedLen also refuses values above 32 bits).
-  let declared = 0;
-  let pos = 0;
-  for (let mul = 1;; mul *= 128) {
-    if (pos === compressed.length) fail("snappy header is truncated");
-    if (pos === 5) fail("snappy header is longer than 5 bytes");
-    const b = compressed[pos++];
-    declared += (b & 0x7f) * mul;
-    if (b < 0x80) break;
-  }
-  // Typed arrays index with int32; nothing that large is sane anyway.
-  const limit = Math.min(maxDecodedBytes, 0x7fffffff);
-  if (declared > limit) fail(`snappy length ${declared} exceeds limit ${limit}`);
-  const out = decompressSnappy(compressed, pos, declared);
-  if (typeof out === "string") fail(out);
-  return out as Uint8Array;
-}
-
-/** Copies longer than this go through native copies (set, copyWithin); shorter ones byte by byte. */
-const NATIVE_COPY_MIN = 32;
-
-/**
- * Decompresses the elements of a snappy block after its header, or returns
- * what is wrong. Strict where snappyjs (used before, and by the tests as the
- * reference) was lenient: bytes past the declared length, a short stream, a
- * copy before the start, and any truncated element are refused. A literal
- * whose length takes extra bytes must be followed by at least 4 bytes, as
- * snappyjs requires (only a needlessly long length field can break that).
- * One pass, about 1.6x faster than a checking walk then snappyjs
- * (bench/RESULTS.md).
- */
-function decompressSnappy(src: Uint8Array, start: number, declared: number): Uint8Array | string {
-  const n = src.length;
-  // A copy of at most 64 bytes takes at least 3 input bytes: a stream
-  // cannot expand past this, so a header declaring more fails anyway and
-  // must not make us allocate what it declares.
-  const out = new Uint8Array(Math.min(declared, Math.ceil(((n - start) * 64) / 3)));
-  let pos = start;
-  let o = 0;
-  while (pos < n) {
-    const tagPos = pos;
-    const c = src[pos++];
-    let len: number;
-    let offset: number;
-    switch (c & 3) {
-      case 0: {
-        // Literal: length-1 in the tag's upper 6 bits, or in 1..4 extra bytes.
-        len = c >>> 2;
-        if (len >= 60) {
-          const extra = len - 59;
-          if (n - pos < Math.max(extra, 4)) {
-            return `invalid snappy data: truncated literal at byte ${tagPos}`;
-          }
-          len = 0;
-          for (let i = extra - 1; i >= 0; i--) len = len * 256 + src[pos + i];
-          pos += extra;
-        }
-        len += 1;
-        if (len > n - pos) {
-          return `invalid snappy data: literal of ${len} bytes at byte ${tagPos} runs past the end`;
-        }
-        if (len > declared - o) return `snappy data expands past its declared length ${declared}`;
-        if (len > NATIVE_COPY_MIN) {
-          out.set(src.subarray(pos, pos + len), o);
-        } else {
-          for (let i = 0; i < len; i++) out[o + i] = src[pos + i];
-        }
-        pos += len;
-        o += len;
-        continue;
-      }
-      case 1:
-        if (n - pos < 1) return `invalid snappy data: truncated copy at byte ${tagPos}`;
-        len = ((c >>> 2) & 7) + 4;
-        offset = ((c >>> 5) << 8) | src[pos];
-        pos += 1;
-        break;
-      case 2:
-        if (n - pos < 2) return `invalid snappy data: truncated copy at byte ${tagPos}`;
-        len = (c >>> 2) + 1;
-        offset = src[pos] | (src[pos + 1] << 8);
-        pos += 2;
-        break;
-      default:
-        if (n - pos < 4) return `invalid snappy data: truncated copy at byte ${tagPos}`;
-        len = (c >>> 2) + 1;
-        offset = (src[pos] | (src[pos + 1] << 8) | (src[pos + 2] << 16) | (src[pos + 3] << 24)) >>>
-          0;
-        pos += 4;
-    }
-    if (offset === 0 || offset > o) {
-      return `invalid snappy data: copy offset ${offset} at byte ${tagPos} with ${o} bytes decoded`;
-    }
-    if (len > declared - o) return `snappy data expands past its declared length ${declared}`;
-    const from = o - offset;
-    if (offset >= len && len > NATIVE_COPY_MIN) {
-      out.copyWithin(o, from, from + len);
-    } else {
-      // Overlapping copies repeat a pattern: byte by byte, in order.
-      for (let i = 0; i < len; i++) out[o + i] = out[from + i];
-    }
-    o += len;
-  }
-  if (o !== declared) {
-    return `invalid snappy data: ${o} bytes decoded, header declares ${declared}`;
-  }
-  return out;
 }
 
 /**

@@ -6,14 +6,11 @@
  * 405 method, 415 encoding/type, 413 body size, 400 snappy/protobuf/labels,
  * 503 database, 204 after commit.
  */
+import { readBody } from "../body.ts";
 import { HttpError, toResponse } from "../errors.ts";
-import type { Fence, SampleWriter, WriteSeries } from "../storage/writer.ts";
-import {
-  type DecodedWrite,
-  type DecodeLimits,
-  parseWriteRequest,
-  uncompressSnappyBlock,
-} from "./decode.ts";
+import type { DecodedWrite, IngestFilter, SampleWriter } from "../ingest.ts";
+import { snappyDeclaredLength, uncompressSnappyBlock } from "../wire/snappy.ts";
+import { type DecodeLimits, parseWriteRequest } from "./decode.ts";
 import {
   checkWriteCounts,
   estimateWriteCost,
@@ -21,33 +18,12 @@ import {
   type RequestLimits,
   type Reservation,
   scanWriteRequest,
-  snappyDeclaredLength,
 } from "../limits.ts";
 
-/** What a filter lets through, with hooks around the write. */
-export interface FilterResult {
-  /** Series to store. */
-  series: WriteSeries[];
-  /** Series for the HA stage, reconciled later (acknowledged once staged). */
-  staged?: WriteSeries[];
-  /** Leases the stored series depend on (checked in the write's transaction). */
-  fences?: Fence[];
-  /** Called right before the data is sent; throws (503) when the decision went stale. */
-  guard?: () => void;
-  /** Called once the write is committed. */
-  committed?: () => void;
-}
-
-/** Decides which decoded series are stored (HA de-duplication, legacy election). */
-export interface IngestFilter {
-  /** Returns what to store; throws HttpError (400 bad HA labels, 503 database). */
-  apply(decoded: DecodedWrite): Promise<FilterResult>;
-}
-
-/** Stores everything: the filter when no HA mode is on. */
-export const passThrough: IngestFilter = {
-  apply: (decoded) => Promise.resolve({ series: decoded.series }),
-};
+// Moved to ingest.ts and body.ts; re-exported for existing importers.
+export type { FilterResult, IngestFilter } from "../ingest.ts";
+export { passThrough } from "../ingest.ts";
+export { readBody } from "../body.ts";
 
 /** Limits and collaborators of the write handler. */
 export interface WriteHandlerOptions {
@@ -183,67 +159,4 @@ function checkHeaders(h: Headers): void {
       );
     }
   }
-}
-
-/**
- * Reads the body without ever holding more than `limit` bytes: 413 as soon
- * as Content-Length or the bytes read pass it, 503 when the client is too
- * slow (a body trickled byte by byte must not hold a slot forever).
- * `onChunk` is told the size of each chunk before it is kept, and may throw
- * to refuse it.
- */
-export async function readBody(
-  req: Request,
-  limit: number,
-  timeoutMs: number,
-  onChunk?: (bytes: number) => void,
-): Promise<Uint8Array> {
-  const declared = req.headers.get("content-length");
-  if (declared !== null && Number(declared) > limit) {
-    throw new HttpError(413, `Request body of ${declared} bytes exceeds limit ${limit}`);
-  }
-  if (!req.body) return new Uint8Array(0);
-  const reader = req.body.getReader();
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    reader.cancel().catch(() => {});
-  }, timeoutMs);
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  try {
-    while (true) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.byteLength;
-      if (size > limit) {
-        reader.cancel().catch(() => {});
-        throw new HttpError(413, `Request body exceeds limit ${limit} bytes`);
-      }
-      if (onChunk) {
-        try {
-          onChunk(value.byteLength); // may refuse (memory budget)
-        } catch (err) {
-          reader.cancel().catch(() => {});
-          throw err;
-        }
-      }
-      chunks.push(value);
-    }
-  } catch (err) {
-    if (err instanceof HttpError) throw err;
-    if (timedOut) throw new HttpError(503, `Request body not received within ${timeoutMs} ms`);
-    throw new HttpError(400, `Cannot read request body: ${(err as Error).message}`);
-  } finally {
-    clearTimeout(timer);
-  }
-  if (timedOut) throw new HttpError(503, `Request body not received within ${timeoutMs} ms`);
-  if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(size);
-  let o = 0;
-  for (const c of chunks) {
-    out.set(c, o);
-    o += c.byteLength;
-  }
-  return out;
 }

@@ -5,8 +5,11 @@
  * retries) instead of piling up requests and memory.
  */
 import { postgres, type Sql } from "../../deps.ts";
-import { BadRequestError, HttpError, UnavailableError } from "../errors.ts";
+import { UnavailableError } from "../errors.ts";
 import * as net from "node:net";
+
+// Moved to db_errors.ts; re-exported for existing importers.
+export { mapDbError } from "../db_errors.ts";
 
 /** Pool settings, from the resolved Config. */
 export interface PoolOptions {
@@ -175,24 +178,4 @@ export class Gate {
       this.#active--;
     }
   }
-}
-
-/**
- * The one error policy of the connector, for writes and reads alike: maps a
- * database failure to the status it means. Bad data (SQLSTATE class
- * 22) and program limits (class 54: an index row too large for a name of
- * thousands of bytes, too many columns) can never succeed: 400, since a 503
- * would make Prometheus retry the request forever, blocking its queue.
- * Anything else (connection refused or lost, timeouts, server shutting
- * down, …) is transient: 503. `what` begins the 400's message,
- * `unavailable` the 503's. An HttpError (a 413 or 503 of our own thrown
- * inside the database work) keeps its status.
- */
-export function mapDbError(err: unknown, what: string, unavailable: string): Error {
-  if (err instanceof HttpError) return err;
-  const e = err as { code?: unknown; message?: string };
-  const code = typeof e?.code === "string" ? e.code : "";
-  const msg = (e?.message ?? String(err)).split("\n")[0];
-  if (code.startsWith("22") || code.startsWith("54")) return new BadRequestError(`${what}: ${msg}`);
-  return new UnavailableError(`${unavailable}: ${code ? code + " " : ""}${msg}`);
 }

@@ -29,6 +29,8 @@
  * @module
  */
 import type { Sql } from "../../deps.ts";
+import { isLockNotAvailable } from "../db_errors.ts";
+import { errorMessage } from "../errors.ts";
 import type { Logger } from "../telemetry/log.ts";
 import type { ConnectorMetrics } from "../telemetry/metrics.ts";
 import { PARTITION_LOCK_KEY } from "./migrations/schema.ts";
@@ -110,7 +112,7 @@ export class RetentionJob {
       this.#running = this.runOnce()
         .catch((err) => {
           this.o.log.warn("Retention run failed, will retry at the next run", {
-            err: (err as Error).message,
+            err: errorMessage(err),
           });
         })
         .finally(() => {
@@ -192,7 +194,7 @@ export class RetentionJob {
         }
         result.droppedPartitions.push(table_name);
       } catch (err) {
-        if ((err as { code?: string }).code !== "55P03") throw err;
+        if (!isLockNotAvailable(err)) throw err;
         this.o.log.warn(
           "Retention could not lock a partition in time, will retry at the next run",
           {

@@ -1,15 +1,11 @@
 /**
- * Writes decoded series to PostgreSQL: series ids from the cache (one
- * database call for all the misses of a request), partitions made sure of
- * (cached ranges; one call when a new day appears), then all samples of the
- * request in ONE binary COPY, which is a single atomic statement: when it
- * returns, the data is committed. Under load, requests that wait for a COPY
+ * Writes decoded series to PostgreSQL: series ids (series_ids.ts: the cache,
+ * one database call for all the misses of a request), partitions made sure
+ * of (partitions.ts: cached ranges, one call when a new day appears), then
+ * all samples of the request in ONE binary COPY (copy_format.ts), which is
+ * a single atomic statement: when it returns, the data is committed. This
+ * module does the batching: under load, requests that wait for a COPY
  * share the next one (still committed before any of them is answered).
- *
- * Binary COPY is both the fastest path into PostgreSQL and the only one of
- * postgres.js's that carries float8 bits exactly (text parameters turn every
- * NaN into the canonical one; Prometheus's staleness marker is a NaN with a
- * payload).
  *
  * COPY cannot skip rows that already exist, so a retried request (the first
  * attempt committed but its answer was lost) makes it fail with a unique
@@ -18,89 +14,29 @@
  * stays a single statement.
  */
 import type { Sql, TransactionSql } from "../../deps.ts";
-import { UnavailableError } from "../errors.ts";
-import { type Gate, mapDbError } from "./db.ts";
+import {
+  type Fence,
+  FenceError,
+  type SampleWriter,
+  type WriteOptions,
+  type WriteResult,
+  type WriteSeries,
+} from "../ingest.ts";
+import { isNoPartition, isUniqueViolation, mapDbError } from "../db_errors.ts";
+import { combineCopies, countSamples, encodeCopy } from "./copy_format.ts";
+import type { Gate } from "./db.ts";
+import { PartitionCache } from "./partitions.ts";
+import { copyIn } from "./pg_patches.ts";
 import type { SeriesCache } from "./series_cache.ts";
+import { resolveSeriesIds } from "./series_ids.ts";
 
-/** A series to store: sorted labels (with __name__) and its samples. */
-export interface WriteSeries {
-  labels: { name: string; value: string }[];
-  timestamps: ArrayLike<number>;
-  /** Values bit for bit (a Float64Array: a JS number may lose a NaN's payload). */
-  values: Float64Array;
-}
-
-/** What a write did, for metrics. */
-export interface WriteResult {
-  samples: number;
-  newSeries: number;
-  /** True when the fast COPY hit existing rows and the slow path ran. */
-  deduplicated: boolean;
-}
-
-/**
- * A condition of an HA write: the samples commit only if `leader` still
- * holds the lease of `cluster` that started at `start` (sample ms), checked
- * under the cluster's fence lock in the write's own transaction.
- */
-export interface Fence {
-  cluster: string;
-  leader: string;
-  start: number;
-  /** Called when the lease moved on before the write could commit (the write fails with 503). */
-  lost?: () => void;
-}
-
-/** What goes with the samples of a write. */
-export interface WriteOptions {
-  /** Runs right before the samples are sent and may refuse (throw). */
-  guard?: () => void;
-  /** Samples for the HA stage (`_prom_data.ha_stage`), committed with the others. */
-  staged?: WriteSeries[];
-  /** Leases the write depends on (HA leader samples). */
-  fences?: Fence[];
-}
-
-/** Something that stores series: the real writer, or a test double. */
-export interface SampleWriter {
-  /** Stores the series (and stages `staged`) atomically; a 2xx may follow once it resolves. */
-  write(series: WriteSeries[], options?: WriteOptions): Promise<WriteResult>;
-}
-
-/** The lease a fenced write depended on moved on before it committed. */
-export class FenceError extends UnavailableError {}
-
-const DAY_MS = 86_400_000;
-/** Milliseconds from the Unix epoch to PostgreSQL's (2000-01-01). */
-const PG_EPOCH_MS = 946_684_800_000;
-const TWO_32 = 4_294_967_296;
-// "PGCOPY\n\377\r\n\0", then 32-bit flags and header-extension length (both 0).
-// deno-fmt-ignore
-const COPY_HEADER = new Uint8Array([
-  0x50, 0x47, 0x43, 0x4f, 0x50, 0x59, 0x0a, 0xff, 0x0d, 0x0a, 0x00,
-  0, 0, 0, 0,
-  0, 0, 0, 0,
-]);
-const ROW_BYTES = 2 + 3 * (4 + 8);
-
-/** The canonical cache key of a sorted label set. NUL cannot occur in labels (decode refuses it). */
-export function seriesKey(labels: { name: string; value: string }[]): string {
-  let key = "";
-  for (let i = 0; i < labels.length; i++) {
-    key += labels[i].name + "\u0000" + labels[i].value + "\u0000";
-  }
-  return key;
-}
-
-/** The jsonb text of a label set, as stored in `_prom_catalog.series.labels`. */
-export function labelsJson(labels: { name: string; value: string }[]): string {
-  let out = "{";
-  for (let i = 0; i < labels.length; i++) {
-    if (i) out += ",";
-    out += JSON.stringify(labels[i].name) + ":" + JSON.stringify(labels[i].value);
-  }
-  return out + "}";
-}
+// Moved to ingest.ts; re-exported for existing importers.
+export type { Fence, SampleWriter, WriteOptions, WriteResult, WriteSeries } from "../ingest.ts";
+export { FenceError } from "../ingest.ts";
+// Moved to copy_format.ts, series_ids.ts and pg_patches.ts; re-exported for existing importers.
+export { combineCopies, encodeCopy } from "./copy_format.ts";
+export { labelsJson, seriesKey } from "./series_ids.ts";
+export { copyIn } from "./pg_patches.ts";
 
 /** Rows of one request waiting for a COPY. */
 interface PendingRows {
@@ -129,8 +65,7 @@ const MAX_COMBINED_BYTES = 8 << 20;
 
 /** Writes samples to PostgreSQL; see the module comment. */
 export class PgWriter implements SampleWriter {
-  /** Sorted, disjoint partition ranges known to exist: [start, end) in ms. */
-  #partitions: [number, number][] = [];
+  readonly #partitions: PartitionCache;
   readonly maxCopies: number;
   #queue: PendingRows[] = [];
   #copies = 0;
@@ -143,6 +78,7 @@ export class PgWriter implements SampleWriter {
     readonly cache: SeriesCache,
     options: WriterOptions = {},
   ) {
+    this.#partitions = new PartitionCache(sql);
     this.maxCopies = Math.max(
       1,
       options.maxCopies ?? Math.min(gate.slots, Math.max(2, navigator.hardwareConcurrency ?? 2)),
@@ -158,9 +94,9 @@ export class PgWriter implements SampleWriter {
     const all = staged.length ? series.concat(staged) : series;
     return await this.gate.run(async () => {
       try {
-        const { ids, created } = await this.#seriesIds(all);
+        const { ids, created } = await resolveSeriesIds(this.sql, this.cache, all);
         // Staged samples get their partitions too: the reconciler may store them.
-        await this.#ensurePartitions(all);
+        await this.#partitions.ensure(all);
         const pending = {
           rows: samples ? encodeCopy(series, ids, samples) : null,
           stage: stagedSamples ? encodeCopy(staged, ids.slice(series.length), stagedSamples) : null,
@@ -171,12 +107,12 @@ export class PgWriter implements SampleWriter {
         try {
           deduplicated = await this.#submit(pending);
         } catch (err) {
-          // 23514 "no partition of relation found for row": the retention
-          // job (maybe another connector's) dropped a partition this writer
+          // "No partition of relation found for row": the retention job
+          // (maybe another connector's) dropped a partition this writer
           // still had cached. Forget the cache, make sure again, retry once.
-          if ((err as { code?: string }).code !== "23514") throw err;
+          if (!isNoPartition(err)) throw err;
           this.forgetPartitions();
-          await this.#ensurePartitions(all);
+          await this.#partitions.ensure(all);
           deduplicated = await this.#submit(pending);
         }
         return { samples, newSeries: created, deduplicated };
@@ -252,7 +188,7 @@ export class PgWriter implements SampleWriter {
       await this.#storeOnce(p, false);
       return false;
     } catch (err) {
-      if ((err as { code?: string }).code !== "23505") throw err;
+      if (!isUniqueViolation(err)) throw err;
       await this.#storeOnce(p, true);
       return true;
     }
@@ -290,92 +226,7 @@ export class PgWriter implements SampleWriter {
 
   /** Drops what the writer remembers about partitions (after retention dropped some). */
   forgetPartitions(): void {
-    this.#partitions = [];
-  }
-
-  async #seriesIds(series: WriteSeries[]): Promise<{ ids: number[]; created: number }> {
-    const ids = new Array<number>(series.length);
-    let missJson: string[] | undefined;
-    let missIdx: number[][] | undefined;
-    let missPos: Map<string, number> | undefined;
-    for (let i = 0; i < series.length; i++) {
-      const id = this.cache.get(series[i].labels);
-      if (id !== undefined) {
-        ids[i] = id;
-        continue;
-      }
-      // A miss: the canonical key only dedupes the misses of this request.
-      const key = seriesKey(series[i].labels);
-      missJson ??= [];
-      missIdx ??= [];
-      missPos ??= new Map();
-      const at = missPos.get(key);
-      if (at !== undefined) {
-        missIdx[at].push(i);
-        continue;
-      }
-      missPos.set(key, missJson.length);
-      missJson.push(labelsJson(series[i].labels));
-      missIdx.push([i]);
-    }
-    if (!missJson) return { ids, created: 0 };
-    const rows = await this.sql<{ idx: number; series_id: string; created: boolean }[]>`
-      SELECT idx, series_id, created
-      FROM _prom_catalog.get_or_create_series(${missJson}::text[]::jsonb[])`;
-    if (rows.length !== missJson.length) {
-      throw new UnavailableError(
-        `Cannot resolve series: ${missJson.length} asked, ${rows.length} returned`,
-      );
-    }
-    let created = 0;
-    for (const r of rows) {
-      const at = r.idx - 1;
-      const id = Number(r.series_id);
-      if (r.created) created++;
-      this.cache.set(series[missIdx![at][0]].labels, id);
-      for (const i of missIdx![at]) ids[i] = id;
-    }
-    return { ids, created };
-  }
-
-  async #ensurePartitions(series: WriteSeries[]): Promise<void> {
-    let missing: Set<number> | undefined;
-    let lastDay = NaN;
-    for (const s of series) {
-      const ts = s.timestamps;
-      for (let i = 0; i < ts.length; i++) {
-        const day = Math.floor(ts[i] / DAY_MS) * DAY_MS;
-        if (day === lastDay) continue;
-        lastDay = day;
-        if (this.#covered(ts[i])) continue;
-        (missing ??= new Set()).add(day);
-      }
-    }
-    if (!missing) return;
-    const times = [...missing].map((d) => new Date(d).toISOString());
-    const rows = await this.sql<{ range_start: Date; range_end: Date }[]>`
-      SELECT range_start, range_end FROM _prom_catalog.ensure_partitions(${times}::timestamptz[])`;
-    for (const r of rows) {
-      this.#addRange(toMs(r.range_start, -Infinity), toMs(r.range_end, Infinity));
-    }
-  }
-
-  #covered(t: number): boolean {
-    const p = this.#partitions;
-    let lo = 0, hi = p.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      if (t < p[mid][0]) hi = mid - 1;
-      else if (t >= p[mid][1]) lo = mid + 1;
-      else return true;
-    }
-    return false;
-  }
-
-  #addRange(start: number, end: number): void {
-    if (this.#partitions.some(([s, e]) => s === start && e === end)) return;
-    this.#partitions.push([start, end]);
-    this.#partitions.sort((a, b) => a[0] - b[0]);
+    this.#partitions.forget();
   }
 
   async #copy(rows: Uint8Array): Promise<void> {
@@ -402,12 +253,6 @@ export class PgWriter implements SampleWriter {
 
 /** The parts of a pending write that go to the database. */
 type PendingParts = Pick<PendingRows, "rows" | "stage" | "fences">;
-
-function countSamples(series: WriteSeries[]): number {
-  let n = 0;
-  for (const s of series) n += s.timestamps.length;
-  return n;
-}
 
 function pendingBytes(p: PendingParts): number {
   return (p.rows?.length ?? 0) + (p.stage?.length ?? 0);
@@ -461,118 +306,4 @@ async function insertDeduplicated(tx: Tx, rows: Uint8Array): Promise<void> {
   await tx`INSERT INTO _prom_data.samples (series_id, time, value)
            SELECT series_id, time, value FROM promscale_incoming
            ON CONFLICT (series_id, time) DO NOTHING`;
-}
-
-/** The parts of a postgres.js query that a COPY needs. */
-interface CopyQuery {
-  reject: (err: unknown) => void;
-  writable(): Promise<NodeJS.WritableStream>;
-}
-
-/**
- * Runs `COPY … FROM STDIN` with `data` and resolves when the server has
- * committed it. postgres.js settles a COPY's stream only on success: an
- * error reported after the last byte (a unique violation, a dropped
- * connection) reaches the query's `reject`, which has already resolved
- * with the stream, and the stream never finishes. Hooking `reject` makes
- * that error reject here instead of hanging.
- */
-export async function copyIn(query: unknown, data: Uint8Array): Promise<void> {
-  const q = query as CopyQuery;
-  const failed = Promise.withResolvers<never>();
-  const reject = q.reject;
-  q.reject = (err) => {
-    failed.reject(err);
-    reject(err);
-  };
-  failed.promise.catch(() => {});
-  const stream = await Promise.race([q.writable(), failed.promise]);
-  // postgres.js's COPY stream destroys itself after 'finish' (autoDestroy)
-  // and its destroy() sends a CopyFail: harmless while the connection is
-  // idle, but it aborts the next COPY when that one was already sent on
-  // the same connection. The stream is done once it has finished.
-  const state = (stream as unknown as { _writableState?: { autoDestroy?: boolean } })
-    ._writableState;
-  if (state) state.autoDestroy = false;
-  const done = new Promise<void>((resolve, rejectDone) => {
-    stream.once("error", rejectDone);
-    stream.once("finish", resolve);
-  });
-  stream.end(data);
-  await Promise.race([done, failed.promise]);
-}
-
-function toMs(d: Date, ifInfinite: number): number {
-  const t = d instanceof Date ? d.getTime() : NaN;
-  return Number.isFinite(t) ? t : ifInfinite;
-}
-
-/** One binary COPY body with the rows of several (each: header, rows, trailer). */
-export function combineCopies(parts: Uint8Array[]): Uint8Array {
-  const frame = COPY_HEADER.length + 2;
-  let size = frame;
-  for (const p of parts) size += p.length - frame;
-  const out = new Uint8Array(size);
-  out.set(COPY_HEADER, 0);
-  let o = COPY_HEADER.length;
-  for (const p of parts) {
-    out.set(p.subarray(COPY_HEADER.length, p.length - 2), o);
-    o += p.length - frame;
-  }
-  out[o] = 0xff; // file trailer: int16 -1
-  out[o + 1] = 0xff;
-  return out;
-}
-
-/** Encodes rows in PostgreSQL's binary COPY format: (int8, timestamptz, float8). */
-export function encodeCopy(series: WriteSeries[], ids: number[], samples: number): Uint8Array {
-  const buf = new Uint8Array(COPY_HEADER.length + samples * ROW_BYTES + 2);
-  buf.set(COPY_HEADER, 0);
-  const dv = new DataView(buf.buffer);
-  let o = COPY_HEADER.length;
-  // Values are copied as bytes (little-endian in memory, big-endian on the
-  // wire) so that NaN payloads such as the staleness marker survive. The
-  // series of a decoded request share one buffer: one byte view for all.
-  let lastBuffer: ArrayBufferLike | undefined;
-  let vb: Uint8Array = buf;
-  for (let s = 0; s < series.length; s++) {
-    const id = ids[s];
-    const idHi = Math.floor(id / TWO_32);
-    const idLo = id - idHi * TWO_32;
-    const ts = series[s].timestamps;
-    const vs = series[s].values;
-    if (vs.buffer !== lastBuffer) {
-      lastBuffer = vs.buffer;
-      vb = new Uint8Array(lastBuffer);
-    }
-    const vbase = vs.byteOffset;
-    for (let i = 0; i < ts.length; i++) {
-      dv.setInt16(o, 3);
-      dv.setInt32(o + 2, 8);
-      dv.setInt32(o + 6, idHi);
-      dv.setUint32(o + 10, idLo);
-      dv.setInt32(o + 14, 8);
-      // Microseconds since 2000-01-01 as int64, without leaving exact
-      // float arithmetic: d < 2^53, split into 32-bit halves, times 1000.
-      const d = ts[i] - PG_EPOCH_MS;
-      const hi = Math.floor(d / TWO_32);
-      const lo = (d - hi * TWO_32) * 1000;
-      const carry = Math.floor(lo / TWO_32);
-      dv.setInt32(o + 18, hi * 1000 + carry);
-      dv.setUint32(o + 22, lo - carry * TWO_32);
-      dv.setInt32(o + 26, 8);
-      const b = vbase + i * 8;
-      buf[o + 30] = vb[b + 7];
-      buf[o + 31] = vb[b + 6];
-      buf[o + 32] = vb[b + 5];
-      buf[o + 33] = vb[b + 4];
-      buf[o + 34] = vb[b + 3];
-      buf[o + 35] = vb[b + 2];
-      buf[o + 36] = vb[b + 1];
-      buf[o + 37] = vb[b];
-      o += ROW_BYTES;
-    }
-  }
-  dv.setInt16(o, -1); // file trailer
-  return buf;
 }

@@ -7,20 +7,24 @@ import assert from "node:assert/strict";
 import { freshDatabase } from "../helpers/db.ts";
 import { freePort } from "../helpers/ports.ts";
 
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+import { connectorCommand } from "../helpers/procs.ts";
 const HELM = new URL("./fixtures/helm_default_config.yaml", import.meta.url).pathname;
 
 Deno.test("main.ts starts with the Helm chart's default config.yaml and answers /healthz", async () => {
   const db = await freshDatabase("compat_helm");
   const port = freePort();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, "--config", HELM],
+  const c = connectorCommand(["--config", HELM], {
     env: {
       PROMSCALE_DB_URI: db.uri,
       PROMSCALE_WEB_LISTEN_ADDRESS: `127.0.0.1:${port}`,
       PROMSCALE_DB_CONNECTIONS_MAX: "3",
       PROMSCALE_DB_STATEMENTS_CACHE: "f",
     },
+  });
+  const child = new Deno.Command(c.cmd, {
+    args: c.args,
+    cwd: c.cwd,
+    env: c.env,
     stdout: "piped",
     stderr: "piped",
   }).spawn();
@@ -64,9 +68,13 @@ Deno.test("main.ts starts with the Helm chart's default config.yaml and answers 
 });
 
 Deno.test("main.ts exits 2 with one line for a flag of a feature not here", async () => {
-  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, "--metrics.promql.query-timeout=2m"],
+  const c = connectorCommand(["--metrics.promql.query-timeout=2m"], {
     env: { PROMSCALE_CONFIG: HELM },
+  });
+  const { code, stdout, stderr } = await new Deno.Command(c.cmd, {
+    args: c.args,
+    cwd: c.cwd,
+    env: c.env,
   }).output();
   const err = new TextDecoder().decode(stderr);
   assert.equal(code, 2);

@@ -1,5 +1,5 @@
 /**
- * End to end, per series (DESIGN.md, "High availability", invariant 3):
+ * End to end, per series (docs/architecture.md, HA invariant 2):
  * two Prometheus replicas (cluster c1, __replica__ r1/r2) scrape four
  * node_exporters in job "fast" (1 s) and two of them in job "slow" (5 s),
  * each replica at its own phases, and remote-write through HAProxy (round

@@ -1,7 +1,7 @@
 /**
  * Per-series judging of what a HA pair of Prometheus replicas scraped
- * against what the connectors stored (DESIGN.md, "High availability",
- * invariant 3). Pure functions on millisecond timestamps, so the rules can
+ * against what the connectors stored (docs/architecture.md, "High
+ * availability", invariant 2). Pure functions on millisecond timestamps, so the rules can
  * be tested on synthetic times (series_judge_test.ts).
  *
  * Each series is judged on its own, with its own scrape interval `I`, within

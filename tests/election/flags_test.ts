@@ -4,7 +4,7 @@
  */
 import { assertEquals, assertStringIncludes } from "../helpers/assert.ts";
 import { freePort } from "../helpers/ports.ts";
-import { killAll, REPO_ROOT, spawnProcess } from "../helpers/procs.ts";
+import { killAll, spawnConnector } from "../helpers/procs.ts";
 
 Deno.test("legacy election flags: combined with HA or given alone, exit 2 with one line", async () => {
   try {
@@ -22,16 +22,13 @@ Deno.test("legacy election flags: combined with HA or given alone, exit 2 with o
       [["--leader-election-pg-advisory-lock-prometheus-timeout", "10s"], "must be given together"],
     ];
     await Promise.all(cases.map(async ([args, mentions]) => {
-      const p = spawnProcess("connector", Deno.execPath(), [
-        "run",
-        "-A",
-        "main.ts",
+      const p = spawnConnector([
         "--db.uri",
         deadDb,
         "--web.listen-address",
         `127.0.0.1:${freePort()}`,
         ...args,
-      ], { cwd: REPO_ROOT, env: { NO_COLOR: "1" } });
+      ]);
       const status = await p.wait();
       const lines = p.output().split("\n").filter((l) => l !== "");
       const what = `${args.join(" ")}:\n${p.output()}`;

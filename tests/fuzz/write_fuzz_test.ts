@@ -227,7 +227,7 @@ const REPLICAS = ["r1", "r2", "r3"];
 const HOUR = 3_600_000;
 const NOW = Math.floor(Date.now() / 1000) * 1000;
 /** Non-HA samples live around here (each request its own millisecond range). */
-const T_PLAIN = NOW - 2 * HOUR;
+export const T_PLAIN = NOW - 2 * HOUR;
 /** HA clusters are anchored at [T0, T_END]; HA samples stay at or before T_END. */
 const T0 = NOW - 4 * HOUR;
 const T_END = NOW - 3 * HOUR;
@@ -527,7 +527,7 @@ function mutateSnappy(rng: Rng, body: Uint8Array): [Uint8Array, string] {
   return [out, kind];
 }
 
-interface FuzzRequest {
+export interface FuzzRequest {
   index: number;
   ha: boolean;
   kind: string;
@@ -616,7 +616,7 @@ const WriteRequest = protobuf.parse(
   { keepCase: true },
 ).root.lookupType("oracle.WriteRequest");
 
-interface DecodedSample {
+export interface DecodedSample {
   key: string;
   value: string;
   metric: string;
@@ -643,7 +643,7 @@ function labelsKey(labels: [string, string][]): string {
  * contract's rules; throws when the request breaks a rule the connector
  * should have refused it for.
  */
-function expectedSamples(raw: Uint8Array, ha: boolean): DecodedSample[] {
+export function expectedSamples(raw: Uint8Array, ha: boolean): DecodedSample[] {
   const msg = WriteRequest.toObject(WriteRequest.decode(raw), {
     longs: String,
     defaults: true,
@@ -699,7 +699,9 @@ function expectedSamples(raw: Uint8Array, ha: boolean): DecodedSample[] {
 }
 
 /** Every sample in a database, read through the prom_metric views: key → value bits. */
-async function storedSamples(db: FreshDatabase): Promise<Map<string, string>> {
+export async function storedSamples(
+  db: Pick<FreshDatabase, "sql">,
+): Promise<Map<string, string>> {
   const metrics = await db.sql<{ metric_name: string; view_name: string }[]>`
     SELECT metric_name, view_name FROM _prom_catalog.metric`;
   const out = new Map<string, string>();

@@ -1,5 +1,5 @@
 /**
- * HA judged per series (DESIGN.md invariant 3), with scripted replicas
+ * HA judged per series (docs/architecture.md, HA invariant 2), with scripted replicas
  * (sim.ts) writing to two in-process connectors on real PostgreSQL: every
  * round some replica got a 2xx for is stored exactly once, per series,
  * when the leader restarts, pauses, is replaced, lags on one shard, sends

@@ -163,7 +163,7 @@ export async function runReplicas(o: {
   return { acks, statuses };
 }
 
-/** How one series fared: rounds lost and doubled (DESIGN.md invariant 3). */
+/** How one series fared: rounds lost and doubled (docs/architecture.md, HA invariant 2). */
 export interface Judgement {
   lost: number;
   doubled: number;

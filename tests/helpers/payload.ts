@@ -4,7 +4,8 @@
  */
 import { protobuf, snappy } from "../../deps.ts";
 import { WriteRequest } from "../../proto/messages.ts";
-import type { Label } from "../../src/remote_write/decode.ts";
+import type { Label } from "../../src/ingest.ts";
+import { varintBytes } from "../../src/wire/varint.ts";
 
 /** A sample to encode. */
 export interface PayloadSample {
@@ -114,11 +115,5 @@ export function nodeExporterSeries(count: number, timestamp = 1_700_000_000_000)
 
 /** The protobuf/snappy varint of `n`, as bytes (for hand-built bodies). */
 export function uvarint(n: number): number[] {
-  const out: number[] = [];
-  while (n >= 0x80) {
-    out.push((n % 0x80) | 0x80);
-    n = Math.floor(n / 0x80);
-  }
-  out.push(n);
-  return out;
+  return varintBytes(n);
 }

@@ -312,6 +312,48 @@ export interface ConnectorOptions {
   wrapper?: string[];
 }
 
+/** How {@linkcode spawnConnector} runs the connector. */
+export interface ConnectorCommandOptions extends SpawnOptions {
+  /** Process name in messages (default "connector"). */
+  name?: string;
+  /** Deno's own flags, before main.ts (`--inspect=…`, `--cpu-prof`). */
+  denoFlags?: string[];
+  /** A command that runs the connector, e.g. `["faketime", "-f", "-120s"]` (it must exec it). */
+  wrapper?: string[];
+}
+
+/**
+ * The one command line that runs the connector from a checkout as users do:
+ * `deno run -A [denoFlags] main.ts …args`, in `cwd` (default this
+ * checkout), with NO_COLOR set. For a test that needs `Deno.Command` itself
+ * (its whole output at once); others use {@linkcode spawnConnector}.
+ */
+export function connectorCommand(
+  args: string[],
+  opts: ConnectorCommandOptions = {},
+): { cmd: string; args: string[]; cwd: string; env: Record<string, string> } {
+  const deno = ["run", "-A", ...(opts.denoFlags ?? []), "main.ts", ...args];
+  const [cmd, ...pre] = opts.wrapper?.length
+    ? [...opts.wrapper, Deno.execPath()]
+    : [Deno.execPath()];
+  return {
+    cmd,
+    args: [...pre, ...deno],
+    cwd: opts.cwd ?? REPO_ROOT,
+    env: { NO_COLOR: "1", ...opts.env },
+  };
+}
+
+/**
+ * Starts the connector from the checkout (`deno run -A main.ts …args`, see
+ * {@linkcode connectorCommand}) and returns at once; {@linkcode startConnector}
+ * also waits for it to answer.
+ */
+export function spawnConnector(args: string[], opts: ConnectorCommandOptions = {}): Proc {
+  const c = connectorCommand(args, opts);
+  return spawnProcess(opts.name ?? "connector", c.cmd, c.args, { cwd: c.cwd, env: c.env });
+}
+
 /**
  * Runs the connector from the checkout as users do (`deno run -A main.ts
  * --db.uri … --web.listen-address 127.0.0.1:<port> …args`) and waits for
@@ -319,23 +361,13 @@ export interface ConnectorOptions {
  */
 export async function startConnector(opts: ConnectorOptions): Promise<Service> {
   const port = opts.port ?? freePort();
-  const args = [
-    "run",
-    "-A",
-    "main.ts",
+  const proc = spawnConnector([
     "--db.uri",
     opts.dbUri,
     "--web.listen-address",
     `127.0.0.1:${port}`,
     ...(opts.args ?? []),
-  ];
-  const [cmd, ...pre] = opts.wrapper?.length
-    ? [...opts.wrapper, Deno.execPath()]
-    : [Deno.execPath()];
-  const proc = spawnProcess("connector", cmd, [...pre, ...args], {
-    cwd: REPO_ROOT,
-    env: { NO_COLOR: "1", ...opts.env },
-  });
+  ], { env: opts.env, wrapper: opts.wrapper });
   const svc = service(proc, port);
   try {
     await waitForHttp(`${svc.url}/healthz`, { timeoutMs: opts.timeoutMs ?? 60_000, proc });

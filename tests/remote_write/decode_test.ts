@@ -3,6 +3,7 @@ import { protobuf, snappy } from "../../deps.ts";
 import { WriteRequest } from "../../proto/messages.ts";
 import { REMOTE_PROTO } from "../../proto/remote_proto.ts";
 import { BadRequestError } from "../../src/errors.ts";
+import { varintBytes } from "../../src/wire/varint.ts";
 import {
   type DecodedWrite,
   type DecodeLimits,
@@ -42,16 +43,7 @@ function bytes(...parts: Part[]): Uint8Array {
 }
 
 /** A varint of a non-negative value or of an int64 (negative: 10 bytes). */
-function varint(value: number | bigint): number[] {
-  let v = BigInt.asUintN(64, BigInt(value));
-  const out: number[] = [];
-  while (v >= 0x80n) {
-    out.push(Number(v & 0x7fn) | 0x80);
-    v >>= 7n;
-  }
-  out.push(Number(v));
-  return out;
-}
+const varint = varintBytes;
 
 function key(field: number, wireType: number): number[] {
   return varint(field << 3 | wireType);

@@ -7,7 +7,8 @@
  */
 import { assertEquals, assertMatch } from "../helpers/assert.ts";
 import { HttpError } from "../../src/errors.ts";
-import { type Gate, mapDbError } from "../../src/storage/db.ts";
+import type { Gate } from "../../src/storage/db.ts";
+import { mapDbError } from "../../src/db_errors.ts";
 import { runQueries } from "../../src/remote_read/querier.ts";
 import type { Sql } from "../../deps.ts";
 

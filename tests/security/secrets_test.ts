@@ -8,7 +8,7 @@
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { freshDatabase } from "../helpers/db.ts";
 import { nodeExporterSeries, writeRequestBody } from "../helpers/payload.ts";
-import { killAll, REPO_ROOT, startConnector, tempDir } from "../helpers/procs.ts";
+import { connectorCommand, killAll, startConnector, tempDir } from "../helpers/procs.ts";
 
 const rand = () => crypto.randomUUID().slice(0, 8);
 // Characters that URL encoding changes, so both forms are looked for.
@@ -35,10 +35,11 @@ function assertClean(where: string, text: string): void {
 const enc = encodeURIComponent;
 
 async function runMain(args: string[], env: Record<string, string> = {}) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "main.ts", ...args],
-    cwd: REPO_ROOT,
-    env: { NO_COLOR: "1", ...env },
+  const c = connectorCommand(args, { env });
+  const out = await new Deno.Command(c.cmd, {
+    args: c.args,
+    cwd: c.cwd,
+    env: c.env,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",

@@ -6,7 +6,8 @@
 import { Gate } from "../../src/storage/db.ts";
 import { migrate } from "../../src/storage/migrate.ts";
 import { SeriesCache } from "../../src/storage/series_cache.ts";
-import { combineCopies, encodeCopy, PgWriter, type WriteSeries } from "../../src/storage/writer.ts";
+import { combineCopies, encodeCopy } from "../../src/storage/copy_format.ts";
+import { PgWriter, type WriteSeries } from "../../src/storage/writer.ts";
 import { UnavailableError } from "../../src/errors.ts";
 import { assert, assertEquals, assertRejects } from "../helpers/assert.ts";
 import { freshDatabase } from "../helpers/db.ts";

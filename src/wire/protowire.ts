@@ -1,7 +1,8 @@
 /**
  * A strict, allocation-light reader for the protobuf wire format
  * (https://protobuf.dev/programming-guides/encoding/). It knows no message
- * schema: `decode.ts` walks `prometheus.WriteRequest` with it. Every read
+ * schema: `remote_write/decode.ts` walks `prometheus.WriteRequest` with it
+ * and `limits.ts` counts its fields. Every read
  * takes the end of the enclosing message, so that no field can run past the
  * message that holds it, and every malformed input raises a
  * {@linkcode ProtoDecodeError} rather than a wrong value.

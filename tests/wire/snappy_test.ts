@@ -1,6 +1,6 @@
 import { assertEquals, assertThrows } from "../helpers/assert.ts";
 import { snappy } from "../../deps.ts";
-import { uncompressSnappyBlock } from "../../src/remote_write/decode.ts";
+import { uncompressSnappyBlock } from "../../src/wire/snappy.ts";
 import { BadRequestError } from "../../src/errors.ts";
 
 /** Deterministic pseudo-random bytes. */
