@@ -14,7 +14,6 @@
 
 import { Command, Option, parseYaml } from "../deps.ts";
 import { COMMIT, VERSION } from "./version.ts";
-import type { EmbeddedConfig } from "./storage/embedded.ts";
 import {
   COMPAT_FLAGS,
   readDataset,
@@ -93,6 +92,14 @@ export interface Config {
   };
   /** Deprecation warnings collected while parsing, to be logged at start. */
   warnings: string[];
+}
+
+/** Resolved settings of the embedded database (Config.db.embedded). */
+export interface EmbeddedConfig {
+  /** Data directory, as given (relative to the working directory). */
+  dir: string;
+  /** Loopback address served to users for SQL; null = not served. */
+  sqlListen: { hostname: string; port: number } | null;
 }
 
 /** Bad configuration; the message is one line, fit to print before exiting non-zero. */

@@ -4,19 +4,12 @@
  * in one directory (created with mode 0700), guarded by a lock file so that
  * a second connector on the same directory is refused instead of
  * corrupting it. The connector's pool reaches it through a Unix socket in
- * that directory (src/embedded/wire.ts); users may get SQL on a loopback
+ * that directory (embedded_wire.ts); users may get SQL on a loopback
  * port (`--db.embedded-sql-listen`).
  */
 import { loadPglite } from "../../deps.ts";
-import { BackendTurns, serveWire, type WireServer } from "../embedded/wire.ts";
-
-/** Resolved settings of the embedded database (Config.db.embedded). */
-export interface EmbeddedConfig {
-  /** Data directory, as given (relative to the working directory). */
-  dir: string;
-  /** Loopback address served to users for SQL; null = not served. */
-  sqlListen: { hostname: string; port: number } | null;
-}
+import { BackendTurns, serveWire, type WireServer } from "./embedded_wire.ts";
+import type { EmbeddedConfig } from "../config.ts";
 
 /** A running embedded database. */
 export interface EmbeddedDatabase {
