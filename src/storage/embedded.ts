@@ -10,6 +10,7 @@
 import { loadPglite } from "../../deps.ts";
 import { BackendTurns, serveWire, type WireServer } from "./embedded_wire.ts";
 import type { EmbeddedConfig } from "../config.ts";
+import { shippedAssets } from "./embedded_assets.ts";
 
 /** A running embedded database. */
 export interface EmbeddedDatabase {
@@ -112,7 +113,7 @@ export async function startEmbedded(cfg: EmbeddedConfig): Promise<EmbeddedDataba
     const { PGlite } = await loadPglite();
     let db;
     try {
-      db = await PGlite.create(`${dir}/${PGDATA}`);
+      db = await PGlite.create(`${dir}/${PGDATA}`, await shippedAssets());
     } catch (err) {
       throw new EmbeddedError(
         `Cannot start the embedded database in "${dir}/${PGDATA}": ${
