@@ -35,6 +35,9 @@ interface Run {
   databaseRssMb: number;
   cpuConnector: number;
   cpuPostgres: number;
+  /** Samples answered otherwise (Prometheus would retry them), and the first answers. */
+  failed: number;
+  errors: string[];
 }
 
 function arg(argv: string[], name: string, def: number): number {
@@ -111,6 +114,8 @@ async function serverRun(plan: string): Promise<Run> {
         databaseRssMb: pgRss / 1024,
         cpuConnector: load.cpu.target,
         cpuPostgres: load.cpu.postgres,
+        failed: sum(load.failedSamples),
+        errors: load.errors.slice(0, 2),
       };
     } finally {
       await svc.stop();
@@ -143,6 +148,8 @@ async function embeddedRun(plan: string): Promise<Run> {
       databaseRssMb: 0,
       cpuConnector: load.cpu.target,
       cpuPostgres: 0,
+      failed: sum(load.failedSamples),
+      errors: load.errors.slice(0, 2),
     };
   } finally {
     await c.proc.stop();
@@ -187,14 +194,14 @@ async function main(argv: string[]): Promise<void> {
       `Load: ${fmt(shape.series)} series, ${slots} timed slots, ${shape.batch} samples per ` +
       `request, ${shape.senders} senders; ${repeat} run(s) each, alternating, medians.`,
       "",
-      "| target | samples/s | p99 ms | connector peak RSS MiB | database RSS MiB | CPU s connector / postgres |",
-      "| --- | ---: | ---: | ---: | ---: | ---: |",
+      "| target | samples/s | p99 ms | not acked | connector peak RSS MiB | database RSS MiB | CPU s connector / postgres |",
+      "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
       ...(["server", "embedded"] as const).map((t) =>
         `| ${t} | ${fmt(rate(t))} | ${fmt(of(t, (r) => r.p99Ms))} | ${
-          fmt(of(t, (r) => r.connectorHwmMb))
-        } | ${fmt(of(t, (r) => r.databaseRssMb))} | ${fmt(of(t, (r) => r.cpuConnector), 1)} / ${
-          fmt(of(t, (r) => r.cpuPostgres), 1)
-        } |`
+          fmt(of(t, (r) => r.failed))
+        } | ${fmt(of(t, (r) => r.connectorHwmMb))} | ${fmt(of(t, (r) => r.databaseRssMb))} | ${
+          fmt(of(t, (r) => r.cpuConnector), 1)
+        } / ${fmt(of(t, (r) => r.cpuPostgres), 1)} |`
       ),
       "",
       `Embedded / server: ingest ${fmt(rate("embedded") / rate("server"), 2)}x, memory ` +
