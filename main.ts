@@ -3,7 +3,7 @@
  * server; on SIGINT/SIGTERM the same in reverse. Exit status 2 means bad
  * configuration, 1 a failure at start.
  */
-import { ConfigError, ConfigExit, loadConfig } from "./src/config.ts";
+import { ConfigError, ConfigExit, embeddedRefusal, loadConfig } from "./src/config.ts";
 import { startConnector } from "./src/app.ts";
 import { Logger } from "./src/telemetry/log.ts";
 import { type EmbeddedDatabase, startEmbedded } from "./src/storage/embedded.ts";
@@ -22,6 +22,11 @@ async function main(): Promise<number> {
       return 2;
     }
     throw err;
+  }
+  const refused = embeddedRefusal(cfg);
+  if (refused !== null) {
+    console.error(`promscale: ${refused}`);
+    return 2;
   }
   const log = new Logger(cfg.telemetry.logLevel, cfg.telemetry.logFormat);
   // A stray rejection inside a library (a database driver callback with no

@@ -1214,12 +1214,6 @@ function embeddedConfig(r: Resolver): EmbeddedConfig | null {
     }
     return null;
   }
-  if (r.given("leader-election-pg-advisory-lock-id")) {
-    throw new ConfigError(
-      "--leader-election-pg-advisory-lock-id needs a shared PostgreSQL (--db.uri): the " +
-        "embedded database serves a single connector, so there is nobody to elect",
-    );
-  }
   const dir = r.str("db.embedded-dir");
   if (dir === "") throw r.invalid("db.embedded-dir", "empty path");
   const listen = r.str("db.embedded-sql-listen");
@@ -1238,6 +1232,19 @@ function embeddedConfig(r: Resolver): EmbeddedConfig | null {
     sqlListen = { hostname, port: addr.port };
   }
   return { dir, sqlListen };
+}
+
+/**
+ * What a resolved Config asks of the embedded database that it cannot do,
+ * as one line; null when nothing. Checked at start, after the legacy
+ * election's own flags were validated.
+ */
+export function embeddedRefusal(cfg: Config): string | null {
+  if (cfg.db.embedded !== null && cfg.legacyElection.advisoryLockId !== null) {
+    return "--leader-election-pg-advisory-lock-id needs a shared PostgreSQL (--db.uri): the " +
+      "embedded database serves a single connector, so there is nobody to elect";
+  }
+  return null;
 }
 
 /**

@@ -4,7 +4,7 @@
  * not count. Its flags are checked, and what cannot work is refused.
  */
 import { assertEquals, assertStringIncludes, assertThrows } from "../helpers/assert.ts";
-import { ConfigError, parseConfig } from "../../src/config.ts";
+import { ConfigError, embeddedRefusal, parseConfig } from "../../src/config.ts";
 
 function parse(argv: string[], env: Record<string, string> = {}, file?: string) {
   return parseConfig(argv, env, (path) => path === "config.yml" ? file ?? null : null);
@@ -49,7 +49,6 @@ Deno.test("parseConfig() reads the embedded database's flags and refuses what ca
     [["--db.embedded-sql-listen", ":5433"], "loopback"],
     [["--db.embedded-sql-listen", "10.0.0.1:5433"], "loopback"],
     [["--db.embedded-dir", "x", "--db.uri", "postgres://u@h/d"], "cannot be combined"],
-    [["--leader-election-pg-advisory-lock-id", "7"], "shared PostgreSQL (--db.uri)"],
     [["--db.embedded-dir", ""], "empty path"],
   ];
   for (const [argv, text] of refused) {
@@ -57,4 +56,15 @@ Deno.test("parseConfig() reads the embedded database's flags and refuses what ca
     assertStringIncludes(err.message, text, argv.join(" "));
     assertEquals(err.message.includes("\n"), false);
   }
+});
+
+Deno.test("embeddedRefusal() refuses the legacy advisory-lock election on the embedded database", () => {
+  const argv = [
+    "--leader-election-pg-advisory-lock-id=7",
+    "--leader-election-pg-advisory-lock-prometheus-timeout=1m",
+  ];
+  const refusal = embeddedRefusal(parse(argv));
+  assertStringIncludes(refusal ?? "", "needs a shared PostgreSQL (--db.uri)");
+  assertEquals(embeddedRefusal(parse([...argv, "--db.uri", "postgres://u@h/d"])), null);
+  assertEquals(embeddedRefusal(parse([])), null);
 });
