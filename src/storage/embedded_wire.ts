@@ -18,6 +18,13 @@
  * query is answered here (CopyInResponse), its data buffered until
  * CopyDone/CopyFail, and the whole exchange handed to PGlite in one call.
  *
+ * All clients share the one backend session. Advisory locks therefore
+ * never block one client on another (they are re-entrant within a
+ * session): the connector's own (migrations, retention, the HA fences)
+ * order several connectors, and one connector's transactions are already
+ * ordered by the turns. A client's SET lasts until it disconnects
+ * (`resetOnClose`). LISTEN/NOTIFY is not used by the connector.
+ *
  * Protocol reference: https://www.postgresql.org/docs/current/protocol-message-formats.html
  */
 
