@@ -8,6 +8,8 @@ export { default as snappy } from "snappyjs";
 export { default as protobuf } from "protobufjs";
 export { Command, Option } from "commander";
 export { parse as parseYaml } from "yaml";
+export { parser as promqlParser } from "@prometheus-io/lezer-promql";
+export type { SyntaxNode } from "@lezer/common";
 export type { PGlite } from "@electric-sql/pglite";
 /**
  * PGlite (the embedded database) is loaded on demand: a connector with a

@@ -4,7 +4,7 @@
  * requests in flight, stop background work, close the pool.
  */
 import type { Sql } from "../deps.ts";
-import { type Config, redactUri } from "./config.ts";
+import { type Config, redactUri, withDatabaseLeaseTimings } from "./config.ts";
 import { authorizer } from "./auth.ts";
 import { type IngestFilter, passThrough } from "./ingest.ts";
 import { writeHandler } from "./remote_write/handler.ts";
@@ -34,6 +34,8 @@ import { ConnectorMetrics } from "./telemetry/metrics.ts";
 import { errorMessage } from "./errors.ts";
 import { COMMIT, VERSION } from "./version.ts";
 import { OpsMonitor } from "./ops/monitor.ts";
+import { promqlHandler } from "./promql/api.ts";
+import { PgPromqlStore } from "./promql/fetch.ts";
 import { trackNewestSample } from "./ops/newest.ts";
 import { StatusSource } from "./ops/status.ts";
 
@@ -145,6 +147,33 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
       log.info("Default retention set from the dataset configuration", {
         retention_seconds: seconds,
       });
+    }
+    // The HA lease timings live in _prom_catalog.default, as in Promscale:
+    // the dataset configuration writes them, connectors not told otherwise
+    // read them.
+    for (
+      const [key, ms] of [
+        ["ha_lease_timeout", cfg.dataset.haLeaseTimeoutMs],
+        ["ha_lease_refresh", cfg.dataset.haLeaseRefreshMs],
+      ] as const
+    ) {
+      if (ms !== null) {
+        await sql`SELECT _prom_catalog.set_default_value(${key}, ${`${ms} milliseconds`})`;
+      }
+    }
+    if (cfg.metrics.ha.enabled) {
+      const [d] = await sql<{ t: number | null; r: number | null }[]>`
+        SELECT _prom_catalog.default_interval_ms('ha_lease_timeout') AS t,
+               _prom_catalog.default_interval_ms('ha_lease_refresh') AS r`;
+      const resolved = withDatabaseLeaseTimings(cfg, { leaseTimeoutMs: d.t, leaseRefreshMs: d.r });
+      for (const w of resolved.warnings) log.warn(w);
+      if (resolved.config !== cfg) {
+        log.info("HA lease timings from _prom_catalog.default", {
+          lease_timeout_ms: resolved.config.metrics.ha.leaseTimeoutMs,
+          lease_refresh_ms: resolved.config.metrics.ha.leaseRefreshMs,
+        });
+      }
+      cfg = resolved.config;
     }
     if (cfg.startup.only) {
       await sql.end({ timeout: 5 });
@@ -266,6 +295,16 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
       maxSamples: DEFAULT_MAX_READ_SAMPLES,
       replicaLabel: cfg.metrics.ha.enabled ? cfg.metrics.ha.replicaLabel : undefined,
     });
+    // PromQL reads through the same connections and gate as remote read.
+    const promql = promqlHandler({
+      store: new PgPromqlStore({
+        sql: readSql ?? sql,
+        gate: readGate,
+        replicaLabel: cfg.metrics.ha.enabled ? cfg.metrics.ha.replicaLabel : undefined,
+      }),
+      ...cfg.metrics.promql,
+      maxRequestBytes: cfg.web.maxRequestBytes,
+    });
     const retention = new RetentionJob({
       sql,
       log,
@@ -299,6 +338,7 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
       {
         write,
         read,
+        promql,
         health: () => health.state(),
         status: (req, as) => status.serve(req, as),
         authIgnorePaths: cfg.web.authIgnorePaths,

@@ -70,6 +70,14 @@ export interface Config {
     asyncAcks: boolean;
     seriesCacheMax: number;
     maxClusterLabelValues: number; // --metrics.max-cluster-label-values, default 1000
+    promql: {
+      queryTimeoutMs: number; // --metrics.promql.query-timeout, default 2m
+      maxSamples: number; // --metrics.promql.max-samples, default 50,000,000
+      lookbackDeltaMs: number; // --metrics.promql.lookback-delta, default 5m
+      maxPointsPerTs: number; // --metrics.promql.max-points-per-ts, default 11,000
+      subqueryStepMs: number; // --metrics.promql.default-subquery-step-interval, default 1m
+      maxConcurrency: number; // --metrics.promql.max-concurrency, default 20
+    };
     ha: {
       enabled: boolean;
       clusterLabel: string;
@@ -77,6 +85,12 @@ export interface Config {
       leaseTimeoutMs: number;
       leaseRefreshMs: number;
       failoverTimeoutMs: number;
+      /**
+       * The lease timings set nowhere (no flag, variable, file key or
+       * dataset): `withDatabaseLeaseTimings` takes them from
+       * `_prom_catalog.default` at start.
+       */
+      timingsFromDatabase: { leaseTimeout: boolean; leaseRefresh: boolean };
     };
   };
   legacyElection: {
@@ -89,6 +103,12 @@ export interface Config {
   dataset: {
     /** metrics.default_retention_period, applied at start; null = leave the database's. */
     defaultRetentionMs: number | null;
+    /**
+     * metrics.ha_lease_timeout and metrics.ha_lease_refresh, written to
+     * `_prom_catalog.default` at start as Promscale did; null = not set.
+     */
+    haLeaseTimeoutMs: number | null;
+    haLeaseRefreshMs: number | null;
   };
   /** Deprecation warnings collected while parsing, to be logged at start. */
   warnings: string[];
@@ -455,6 +475,55 @@ const FLAGS: readonly FlagSpec[] = [
     arg: "<n>",
     def: "500000",
     help: "Most series ids kept in memory.",
+  },
+  {
+    group: "PromQL",
+    name: "metrics.promql.query-timeout",
+    kind: "duration",
+    arg: "<duration>",
+    def: "2m",
+    help: "Longest time a PromQL query may take (the request's timeout parameter may shorten it).",
+  },
+  {
+    group: "PromQL",
+    name: "metrics.promql.max-samples",
+    kind: "int",
+    arg: "<n>",
+    def: "50000000",
+    help: "Most samples one PromQL query may load (and return); beyond that, 422.",
+  },
+  {
+    group: "PromQL",
+    name: "metrics.promql.lookback-delta",
+    kind: "duration",
+    arg: "<duration>",
+    def: "5m",
+    help: "How far back an instant vector selector looks for a sample.",
+  },
+  {
+    group: "PromQL",
+    name: "metrics.promql.max-points-per-ts",
+    kind: "int",
+    arg: "<n>",
+    def: "11000",
+    help:
+      "Most points per series a range query may ask for (end - start) / step; beyond that, 400.",
+  },
+  {
+    group: "PromQL",
+    name: "metrics.promql.default-subquery-step-interval",
+    kind: "duration",
+    arg: "<duration>",
+    def: "1m",
+    help: "Step of subqueries that give none.",
+  },
+  {
+    group: "PromQL",
+    name: "metrics.promql.max-concurrency",
+    kind: "int",
+    arg: "<n>",
+    def: "20",
+    help: "PromQL queries evaluated at once; more wait (up to their timeout).",
   },
   {
     group: "Metrics",
@@ -1413,6 +1482,10 @@ export function parseConfig(
     failoverTimeoutMs: r.duration("metrics.high-availability.failover-timeout", {
       positive: true,
     }),
+    timingsFromDatabase: {
+      leaseTimeout: !r.given("metrics.high-availability.lease-timeout"),
+      leaseRefresh: !r.given("metrics.high-availability.lease-refresh"),
+    },
   };
   for (const n of ["cluster-label", "replica-label"]) {
     const name = `metrics.high-availability.${n}`;
@@ -1499,6 +1572,16 @@ export function parseConfig(
       asyncAcks: r.bool("metrics.async-acks"),
       seriesCacheMax: r.int("metrics.cache.series.max-size", 1),
       maxClusterLabelValues: r.int("metrics.max-cluster-label-values", 1),
+      promql: {
+        queryTimeoutMs: r.duration("metrics.promql.query-timeout", { positive: true }),
+        maxSamples: r.int("metrics.promql.max-samples", 1),
+        lookbackDeltaMs: r.duration("metrics.promql.lookback-delta", { positive: true }),
+        maxPointsPerTs: r.int("metrics.promql.max-points-per-ts", 1),
+        subqueryStepMs: r.duration("metrics.promql.default-subquery-step-interval", {
+          positive: true,
+        }),
+        maxConcurrency: r.int("metrics.promql.max-concurrency", 1),
+      },
       ha,
     },
     legacyElection,
@@ -1507,7 +1590,11 @@ export function parseConfig(
       logFormat: r.choice<LogFormat>("telemetry.log.format"),
     },
     startup,
-    dataset: { defaultRetentionMs: datasetLayer.retentionMs },
+    dataset: {
+      defaultRetentionMs: datasetLayer.retentionMs,
+      haLeaseTimeoutMs: datasetLayer.leaseMs.ha_lease_timeout ?? null,
+      haLeaseRefreshMs: datasetLayer.leaseMs.ha_lease_refresh ?? null,
+    },
     warnings: [...new Set(warnings)],
   };
 }
@@ -1522,8 +1609,13 @@ function datasetValues(
   r: Resolver,
   nested: Record<string, unknown> | undefined,
   warnings: string[],
-): { values: Map<string, Raw>; retentionMs: number | null } {
+): {
+  values: Map<string, Raw>;
+  retentionMs: number | null;
+  leaseMs: Partial<Record<"ha_lease_timeout" | "ha_lease_refresh", number>>;
+} {
   const values = new Map<string, Raw>();
+  const leaseMs: Partial<Record<"ha_lease_timeout" | "ha_lease_refresh", number>> = {};
   const text = r.str("startup.dataset.config");
   if (text.trim() !== "" && nested !== undefined) {
     warnings.push(
@@ -1531,7 +1623,7 @@ function datasetValues(
     );
   }
   const source = text.trim() !== "" ? text : nested;
-  if (source === undefined) return { values, retentionMs: null };
+  if (source === undefined) return { values, retentionMs: null, leaseMs };
   const where = text.trim() !== "" ? "--startup.dataset.config" : '"startup.dataset"';
   const bad = (reason: string) => {
     const raw = r.raw("startup.dataset.config");
@@ -1562,7 +1654,7 @@ function datasetValues(
     ] as const
   ) {
     if (value === undefined) continue;
-    ms(key, value);
+    leaseMs[key] = ms(key, value);
     if (r.given(flag)) {
       warnings.push(`Dataset configuration metrics.${key} overridden by --${flag}`);
     } else {
@@ -1572,6 +1664,54 @@ function datasetValues(
   return {
     values,
     retentionMs: d.retention === undefined ? null : ms("default_retention_period", d.retention),
+    leaseMs,
+  };
+}
+
+/** `ha_lease_timeout` and `ha_lease_refresh` of `_prom_catalog.default`, ms (null: absent or not an interval). */
+export interface DatabaseLeaseTimings {
+  leaseTimeoutMs: number | null;
+  leaseRefreshMs: number | null;
+}
+
+/**
+ * The config with the HA lease timings that were set nowhere taken from
+ * `_prom_catalog.default` (Promscale's one place for them, so connectors
+ * agree without matching flags by hand); flags, variables, file keys and
+ * the dataset configuration still win. Database values that break the
+ * rule refresh < lease timeout, failover timeout are not used (warning).
+ */
+export function withDatabaseLeaseTimings(
+  cfg: Config,
+  db: DatabaseLeaseTimings,
+): { config: Config; warnings: string[] } {
+  const ha = cfg.metrics.ha;
+  const usable = (v: number | null) => v !== null && Number.isFinite(v) && v > 0;
+  const timeout = ha.timingsFromDatabase.leaseTimeout && usable(db.leaseTimeoutMs)
+    ? db.leaseTimeoutMs!
+    : ha.leaseTimeoutMs;
+  const refresh = ha.timingsFromDatabase.leaseRefresh && usable(db.leaseRefreshMs)
+    ? db.leaseRefreshMs!
+    : ha.leaseRefreshMs;
+  if (timeout === ha.leaseTimeoutMs && refresh === ha.leaseRefreshMs) {
+    return { config: cfg, warnings: [] };
+  }
+  if (refresh >= timeout || refresh >= ha.failoverTimeoutMs) {
+    return {
+      config: cfg,
+      warnings: [
+        `Ignoring _prom_catalog.default ha_lease_timeout (${timeout} ms) and ha_lease_refresh ` +
+        `(${refresh} ms): the refresh must be shorter than the lease timeout and the failover ` +
+        `timeout (${ha.failoverTimeoutMs} ms)`,
+      ],
+    };
+  }
+  return {
+    config: {
+      ...cfg,
+      metrics: { ...cfg.metrics, ha: { ...ha, leaseTimeoutMs: timeout, leaseRefreshMs: refresh } },
+    },
+    warnings: [],
   };
 }
 

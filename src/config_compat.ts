@@ -102,10 +102,9 @@ export const COMPAT_FLAGS: readonly CompatFlag[] = [
  */
 export const UNSUPPORTED_FLAGS: readonly { match: string; reason: string }[] = [
   {
-    match: "metrics.promql.",
-    reason: "there is no PromQL API here (query through Prometheus remote read)",
+    match: "enable-feature",
+    reason: "the PromQL features it enabled in Promscale (@, negative offset) are always on here",
   },
-  { match: "enable-feature", reason: "there is no PromQL engine here" },
   { match: "metrics.rules.", reason: "rules and alerts are not evaluated here" },
   { match: "metrics.alertmanager.", reason: "rules and alerts are not evaluated here" },
   { match: "metrics.multi-tenancy*", reason: "multi-tenancy is not supported" },

@@ -7,6 +7,7 @@ import { HttpError, toResponse, UnavailableError } from "./errors.ts";
 import type { ConnectorMetrics } from "./telemetry/metrics.ts";
 import type { Logger } from "./telemetry/log.ts";
 import type { HealthState } from "./health.ts";
+import { isPromqlPath } from "./promql/api.ts";
 
 /** A request handler. */
 export type Handler = (req: Request) => Promise<Response>;
@@ -15,6 +16,8 @@ export type Handler = (req: Request) => Promise<Response>;
 export interface Routes {
   write: Handler;
   read?: Handler;
+  /** Prometheus's query API (`/api/v1/query`, …; src/promql/api.ts). */
+  promql?: Handler;
   /**
    * The database's health as last probed in the background: /healthz runs
    * no query and takes no request slot.
@@ -55,6 +58,8 @@ export function router(r: Routes, metrics: ConnectorMetrics, log: Logger): Handl
       ? "status"
       : path === "/api/v1/status/ha"
       ? "status_api"
+      : isPromqlPath(path)
+      ? "promql"
       : "other";
     const started = performance.now();
     let res: Response;
@@ -168,6 +173,9 @@ async function dispatch(
     });
   }
   if (handler === "write") return await r.write(req);
+  if (handler === "promql") {
+    return r.promql ? await r.promql(req) : toResponse(new HttpError(404, `Not found: ${path}`));
+  }
   if (!r.read) return toResponse(new HttpError(404, "Remote read is not enabled"));
   return await r.read(req);
 }

@@ -97,12 +97,21 @@ Deno.test("parseConfig() fills every field with its default", () => {
         leaseTimeoutMs: 60_000,
         leaseRefreshMs: 10_000,
         failoverTimeoutMs: 30_000,
+        timingsFromDatabase: { leaseTimeout: true, leaseRefresh: true },
+      },
+      promql: {
+        queryTimeoutMs: 120_000,
+        maxSamples: 50_000_000,
+        lookbackDeltaMs: 300_000,
+        maxPointsPerTs: 11_000,
+        subqueryStepMs: 60_000,
+        maxConcurrency: 20,
       },
     },
     legacyElection: { advisoryLockId: null, prometheusTimeoutMs: 0 },
     telemetry: { logLevel: "info", logFormat: "logfmt" },
     startup: { only: false, skipMigrate: false },
-    dataset: { defaultRetentionMs: null },
+    dataset: { defaultRetentionMs: null, haLeaseTimeoutMs: null, haLeaseRefreshMs: null },
     warnings: [],
   });
 });
@@ -164,6 +173,7 @@ Deno.test("parseConfig() reads every kind of flag from the command line", () => 
     leaseTimeoutMs: 120_000,
     leaseRefreshMs: 5000,
     failoverTimeoutMs: 90_000,
+    timingsFromDatabase: { leaseTimeout: false, leaseRefresh: false },
   });
   assert.deepEqual(c.telemetry, { logLevel: "debug", logFormat: "json" });
   assert.deepEqual(c.startup, { only: true, skipMigrate: false });

@@ -6,7 +6,8 @@
  * - shared: errors, db_errors, ingest (the stages' contracts), body,
  *   limits, config, config_compat, version, build_info, wire/, telemetry/.
  *   They import only each other (and deps.ts, proto/, deno.json).
- * - stages: remote_write/, remote_read/, ha/, election/, storage/, ops/.
+ * - stages: remote_write/, remote_read/, ha/, election/, storage/, ops/,
+ *   promql/.
  *   A stage imports shared modules and its own directory; of another
  *   stage, only that stage's published modules (PUBLISHED below), never
  *   its internals. Types they exchange live in ingest.ts.
@@ -32,10 +33,28 @@ const SHARED_FILES = new Set([
   "build_info.ts",
 ]);
 const SHARED_DIRS = new Set(["wire", "telemetry"]);
-const STAGES = new Set(["remote_write", "remote_read", "ha", "election", "storage", "ops"]);
+const STAGES = new Set([
+  "remote_write",
+  "remote_read",
+  "ha",
+  "election",
+  "storage",
+  "ops",
+  "promql",
+]);
 const COMPOSITION = new Set(["app.ts", "server.ts", "health.ts", "auth.ts"]);
-/** Modules of a stage that other stages may import: the pool and its gate, the lock keys. */
-const PUBLISHED = new Set(["storage/db.ts", "storage/locks.ts"]);
+/**
+ * Modules of a stage that other stages may import: the pool and its gate,
+ * the lock keys; the remote-read querier with its matcher and regex
+ * translation, which the PromQL API fetches through.
+ */
+const PUBLISHED = new Set([
+  "storage/db.ts",
+  "storage/locks.ts",
+  "remote_read/querier.ts",
+  "remote_read/matchers.ts",
+  "remote_read/regex.ts",
+]);
 
 type Layer =
   | { kind: "shared" }

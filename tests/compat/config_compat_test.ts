@@ -156,7 +156,7 @@ Deno.test("each accepted Promscale flag gives exactly one warning, as flag, vari
 
 Deno.test("flags of features not here still fail, with a one-line reason", () => {
   const cases: [string, RegExp][] = [
-    ["--metrics.promql.lookback-delta=5m", /no PromQL API/],
+    ["--metrics.rules.config-file=rules.yml", /rules and alerts are not evaluated/],
     ["-tracing.async-acks", /traces are not stored/],
     ["--metrics.multi-tenancy", /multi-tenancy/],
     ["--db.read-only", /read-only/],
@@ -169,8 +169,8 @@ Deno.test("flags of features not here still fail, with a one-line reason", () =>
     assert.match(msg, reason);
   }
   assert.match(
-    refused([], { "config.yml": "metrics:\n  promql:\n    query-timeout: 2m\n" }),
-    /^Key "metrics\.promql\.query-timeout" in config file "config\.yml" is not supported: /,
+    refused([], { "config.yml": "metrics:\n  rules:\n    config-file: rules.yml\n" }),
+    /^Key "metrics\.rules\.config-file" in config file "config\.yml" is not supported: /,
   );
   let help = "";
   try {

@@ -68,7 +68,7 @@ Deno.test("main.ts starts with the Helm chart's default config.yaml and answers 
 });
 
 Deno.test("main.ts exits 2 with one line for a flag of a feature not here", async () => {
-  const c = connectorCommand(["--metrics.promql.query-timeout=2m"], {
+  const c = connectorCommand(["--metrics.rules.config-file=rules.yml"], {
     env: { PROMSCALE_CONFIG: HELM },
   });
   const { code, stdout, stderr } = await new Deno.Command(c.cmd, {
@@ -81,6 +81,6 @@ Deno.test("main.ts exits 2 with one line for a flag of a feature not here", asyn
   assert.equal(new TextDecoder().decode(stdout), "");
   assert.match(
     err,
-    /^promscale: Flag "--metrics\.promql\.query-timeout" is not supported: [^\n]+\n$/,
+    /^promscale: Flag "--metrics\.rules\.config-file" is not supported: [^\n]+\n$/,
   );
 });

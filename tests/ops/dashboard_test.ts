@@ -6,9 +6,13 @@
  * API (Grafana's `$__rate_interval` as 1m, `$job` as all jobs). Each must
  * parse and evaluate, and return series unless the panel shows something
  * that may legitimately be absent (no 503s, no drops, no retention yet).
+ * The alert rules (packaging/mixin/alerts.yaml, Promscale's ingest alerts
+ * among them) are evaluated on the same Prometheus: each expression
+ * evaluates, and each metric it names has series there.
  *
  * Needs /usr/bin/prometheus (PROMETHEUS_BIN); takes about 15 s.
  */
+import { parseYaml } from "../../deps.ts";
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { killAll, REPO_ROOT } from "../helpers/procs.ts";
 import { type Prometheus, startPrometheus } from "../helpers/prometheus.ts";
@@ -32,6 +36,19 @@ const MAY_BE_EMPTY = new Set([
   "Samples dropped by reason/A", // nothing dropped
   "Retention: partitions dropped/A", // the job dropped nothing
 ]);
+
+/** Metrics alert rules name that a young, healthy connector may not have yet. */
+const ALERT_METRICS_MAY_BE_ABSENT = new Set([
+  "promscale_ingest_samples_dropped_total", // nothing dropped
+  "promscale_ingest_duplicates_total", // no request hit stored samples
+]);
+
+async function alertRules(): Promise<{ alert: string; expr: string }[]> {
+  const doc = parseYaml(
+    await Deno.readTextFile(`${REPO_ROOT}/packaging/mixin/alerts.yaml`),
+  ) as { groups: { rules: { alert: string; expr: string }[] }[] };
+  return doc.groups.flatMap((g) => g.rules);
+}
 
 async function dashboard(): Promise<{ panel: string; target: Target }[]> {
   const doc = JSON.parse(await Deno.readTextFile(`${REPO_ROOT}/packaging/mixin/dashboard.json`));
@@ -109,6 +126,19 @@ Deno.test({
         }
         pending = next;
         await new Promise((r) => setTimeout(r, 1000));
+      }
+      // The alert rules evaluate there too (firing or not), and every
+      // metric they name has series: Promscale's ingest alerts see ours.
+      const rules = await alertRules();
+      assert(rules.some((r) => r.alert === "PromscaleIngestHighErrorRate"));
+      for (const r of rules) {
+        const res = await query(prom, r.expr);
+        assertEquals(res.error, undefined, `alert ${r.alert}: ${r.expr}`);
+        for (const name of new Set(r.expr.match(/\bpromscale_[a-z0-9_]+/g) ?? [])) {
+          if (ALERT_METRICS_MAY_BE_ABSENT.has(name)) continue;
+          const { n } = await query(prom, `count(${name})`);
+          assertEquals(n, 1, `alert ${r.alert}: no series of ${name} on Prometheus`);
+        }
       }
       // The HA panels show both clusters and the new leader.
       const leaders = await prom.query("max by (cluster, replica) (promscale_ha_cluster_leader)");

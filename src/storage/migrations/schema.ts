@@ -17,6 +17,8 @@
  *   per label key, (re)created when a metric or a label key first appears.
  */
 
+import { PROMSCALE_SQL } from "./promscale_sql.ts";
+
 /** A migration: its version, a description, and the SQL to run. */
 export interface Migration {
   version: number;
@@ -969,6 +971,8 @@ END $$;
 `;
 
 MIGRATIONS.push({ version: 5, description: "forget silent HA clusters", sql: HA_FORGET });
+
+MIGRATIONS.push(PROMSCALE_SQL);
 
 /** The schema version this build brings the database to. */
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

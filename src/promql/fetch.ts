@@ -1,0 +1,209 @@
+/**
+ * Data access for PromQL: selectors and time ranges go to PostgreSQL, the
+ * rest happens in memory.
+ *
+ * Samples come through the remote-read querier (`src/remote_read/`), so
+ * PromQL sees exactly what remote read serves: matchers translated to SQL
+ * (regexes included), every bit of every value (staleness markers too), and
+ * in HA mode no replica label (matchers on it are dropped; the `cluster`
+ * label is stored and selectable). The metadata endpoints (`series`,
+ * `labels`, `label/<name>/values`) query the series catalog with the same
+ * matcher translation.
+ *
+ * @module
+ */
+import type { Sql } from "../../deps.ts";
+import { HttpError } from "../errors.ts";
+import { mapDbError } from "../db_errors.ts";
+import type { Gate } from "../storage/db.ts";
+import { runQueries } from "../remote_read/querier.ts";
+import { matchersToSql } from "../remote_read/matchers.ts";
+import type { LabelMatcher } from "./ast.ts";
+import { EvalError } from "./eval.ts";
+import { compareLabels, type Labels, type SeriesData } from "./value.ts";
+
+/** What PromQL reads. */
+export interface PromqlStore {
+  /**
+   * The samples of the series each matcher list selects, in [minMs, maxMs]
+   * (inclusive), one list of series per selector, each sorted by labels.
+   * Throws an {@linkcode EvalError} beyond `maxSamples` samples in all.
+   */
+  select(
+    selectors: { matchers: LabelMatcher[]; minMs: number; maxMs: number }[],
+    maxSamples: number,
+  ): Promise<SeriesData[][]>;
+  /** Label sets of the series any matcher list selects (with samples in the range, if given). */
+  series(sets: LabelMatcher[][], range: OptionalRange, limit: number): Promise<Labels[]>;
+  /** Label names, sorted; of the selected series when `sets` is not empty. */
+  labelNames(sets: LabelMatcher[][], range: OptionalRange, limit: number): Promise<string[]>;
+  /** Values of a label, sorted. */
+  labelValues(
+    name: string,
+    sets: LabelMatcher[][],
+    range: OptionalRange,
+    limit: number,
+  ): Promise<string[]>;
+}
+
+/** A time range in ms; null ends are open. */
+export interface OptionalRange {
+  minMs: number | null;
+  maxMs: number | null;
+}
+
+/** Options of the PostgreSQL store. */
+export interface PgStoreOptions {
+  sql: Sql;
+  gate?: Gate;
+  /** In HA mode, the replica label (never stored; matchers on it are dropped). */
+  replicaLabel?: string;
+}
+
+/** Stored times are within years 0001..9999 (as the write path clamps them). */
+const MIN_TIMESTAMP_MS = -62135596800000;
+const MAX_TIMESTAMP_MS = 253402300799999;
+
+const STALE_HI = 0x7ff00000;
+const STALE_LO = 0x00000002;
+
+/** The PromQL store over our PostgreSQL schema. */
+export class PgPromqlStore implements PromqlStore {
+  constructor(private readonly o: PgStoreOptions) {}
+
+  async select(
+    selectors: { matchers: LabelMatcher[]; minMs: number; maxMs: number }[],
+    maxSamples: number,
+  ): Promise<SeriesData[][]> {
+    let res;
+    try {
+      res = await runQueries(
+        selectors.map((s) => ({
+          matchers: s.matchers,
+          startMs: clamp(s.minMs),
+          endMs: clamp(s.maxMs),
+        })),
+        {
+          sql: this.o.sql,
+          gate: this.o.gate,
+          maxSamples,
+          replicaLabel: this.o.replicaLabel,
+        },
+      );
+    } catch (err) {
+      if (err instanceof HttpError && err.status === 413) {
+        throw new EvalError(
+          "query processing would load too many samples into memory in query execution",
+        );
+      }
+      throw err;
+    }
+    return res.results.map((list) =>
+      list.map((r) => {
+        const labels: Labels = {};
+        for (const l of r.labels) labels[l.name] = l.value;
+        const n = r.timestamps.length;
+        const view = new DataView(r.valuesBE.buffer, r.valuesBE.byteOffset, r.valuesBE.byteLength);
+        const vs = new Float64Array(n);
+        const stale = new Uint8Array(n);
+        for (let i = 0; i < n; i++) {
+          vs[i] = view.getFloat64(i * 8, false);
+          if (
+            view.getUint32(i * 8, false) === STALE_HI &&
+            view.getUint32(i * 8 + 4, false) === STALE_LO
+          ) {
+            stale[i] = 1;
+          }
+        }
+        const ts = r.timestamps instanceof Float64Array
+          ? r.timestamps
+          : Float64Array.from(r.timestamps);
+        return { labels, ts, vs, stale };
+      }).sort((a, b) => compareLabels(a.labels, b.labels))
+    );
+  }
+
+  series(sets: LabelMatcher[][], range: OptionalRange, limit: number): Promise<Labels[]> {
+    return this.run(async (sql) => {
+      const { where, params } = this.where(sets, range);
+      const rows = await sql.unsafe<{ labels: string }[]>(
+        `SELECT s.labels::text AS labels FROM _prom_catalog.series s WHERE ${where}` +
+          (limit > 0 ? ` LIMIT ${limit}` : ""),
+        params as never[],
+      );
+      return rows.map((r) => JSON.parse(r.labels) as Labels);
+    });
+  }
+
+  labelNames(sets: LabelMatcher[][], range: OptionalRange, limit: number): Promise<string[]> {
+    return this.run(async (sql) => {
+      const { where, params } = this.where(sets, range);
+      const rows = await sql.unsafe<{ k: string }[]>(
+        `SELECT DISTINCT k COLLATE "C" AS k FROM _prom_catalog.series s, jsonb_object_keys(s.labels) k
+         WHERE ${where} ORDER BY 1` + (limit > 0 ? ` LIMIT ${limit}` : ""),
+        params as never[],
+      );
+      return rows.map((r) => r.k).filter((k) => k !== this.o.replicaLabel);
+    });
+  }
+
+  labelValues(
+    name: string,
+    sets: LabelMatcher[][],
+    range: OptionalRange,
+    limit: number,
+  ): Promise<string[]> {
+    if (name === this.o.replicaLabel) return Promise.resolve([]);
+    return this.run(async (sql) => {
+      const { where, params } = this.where(sets, range);
+      params.push(name);
+      const rows = await sql.unsafe<{ v: string }[]>(
+        `SELECT DISTINCT (s.labels ->> $${params.length}::text) COLLATE "C" AS v
+         FROM _prom_catalog.series s
+         WHERE s.labels ? $${params.length}::text AND ${where} ORDER BY 1` +
+          (limit > 0 ? ` LIMIT ${limit}` : ""),
+        params as never[],
+      );
+      return rows.map((r) => r.v);
+    });
+  }
+
+  /** The condition for "any matcher set matches, and there are samples in the range". */
+  private where(
+    sets: LabelMatcher[][],
+    range: OptionalRange,
+  ): { where: string; params: (string | string[])[] } {
+    const params: (string | string[])[] = [];
+    const parts: string[] = [];
+    for (const set of sets) {
+      const ms = this.o.replicaLabel === undefined
+        ? set
+        : set.filter((m) => m.name !== this.o.replicaLabel);
+      const c = matchersToSql(ms, params.length + 1);
+      params.push(...c.params);
+      parts.push(`(${c.text})`);
+    }
+    let where = parts.length ? `(${parts.join(" OR ")})` : "true";
+    if (range.minMs !== null || range.maxMs !== null) {
+      params.push(new Date(clamp(range.minMs ?? MIN_TIMESTAMP_MS)).toISOString());
+      params.push(new Date(clamp(range.maxMs ?? MAX_TIMESTAMP_MS)).toISOString());
+      where += ` AND EXISTS (SELECT 1 FROM _prom_data.samples d WHERE d.series_id = s.id
+        AND d.time >= $${
+        params.length - 1
+      }::timestamptz AND d.time <= $${params.length}::timestamptz)`;
+    }
+    return { where, params };
+  }
+
+  private async run<T>(fn: (sql: Sql) => Promise<T>): Promise<T> {
+    try {
+      return this.o.gate ? await this.o.gate.run(() => fn(this.o.sql)) : await fn(this.o.sql);
+    } catch (err) {
+      throw mapDbError(err, "Cannot run query", "Database unavailable");
+    }
+  }
+}
+
+function clamp(ms: number): number {
+  return Math.min(MAX_TIMESTAMP_MS, Math.max(MIN_TIMESTAMP_MS, ms));
+}
