@@ -263,6 +263,12 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
         if (newSeries) metrics.seriesCreated.inc({}, newSeries);
         if (deduplicated) metrics.duplicateWrites.inc();
       },
+      onModelWritten: (protocol, c) => {
+        metrics.writeRequestsByProtocol.inc({ protocol });
+        if (c.histograms) metrics.histogramsIngested.inc({}, c.histograms);
+        if (c.exemplars) metrics.exemplarsIngested.inc({}, c.exemplars);
+        if (c.metadata) metrics.metadataIngested.inc({}, c.metadata);
+      },
       limits: {
         maxSeries: cfg.web.maxSeriesPerRequest,
         maxLabels: cfg.web.maxLabelsPerRequest,

@@ -23,8 +23,13 @@ export interface Label {
   value: string;
 }
 
-/** One series of a write request, validated. */
-export interface DecodedSeries {
+/**
+ * One series of a write request, validated. Besides float samples it may
+ * carry histogram samples (then `timestamps`/`values` are their times and
+ * presence values), exemplars and created timestamps: see
+ * `remote_write/data_model.ts`.
+ */
+export interface DecodedSeries extends SeriesExtras {
   /**
    * Non-empty names, unique, sorted by name with `<` (UTF-16 code unit
    * order, which equals UTF-8 byte order for names without astral
@@ -50,16 +55,16 @@ export interface DecodedSeries {
   values: Float64Array;
 }
 
-/** A decoded write request. */
-export interface DecodedWrite {
-  /** Series that have at least one sample, in wire order. */
+/** A decoded write request (with its histogram and exemplar counts and metadata, if any). */
+export interface DecodedWrite extends WriteExtras {
+  /** Series that have at least one sample, histogram or exemplar, in wire order. */
   series: DecodedSeries[];
   /** Number of samples in `series`. */
   samples: number;
 }
 
-/** A series to store: sorted labels (with __name__) and its samples. */
-export interface WriteSeries {
+/** A series to store: sorted labels (with __name__), its samples, and what goes with them. */
+export interface WriteSeries extends SeriesExtras {
   labels: { name: string; value: string }[];
   timestamps: ArrayLike<number>;
   /** Values bit for bit (a Float64Array: a JS number may lose a NaN's payload). */
@@ -124,11 +129,17 @@ export interface WriteOptions {
   staged?: WriteSeries[];
   /** Leases the write depends on (HA leader samples). */
   fences?: Fence[];
+  /** Metric metadata of the request, stored with it. */
+  metadata?: DecodedMetadata[];
 }
 
 /** What a write did, for metrics. */
 export interface WriteResult {
   samples: number;
+  /** Histogram bodies, exemplars and metadata entries written (absent: none). */
+  histograms?: number;
+  exemplars?: number;
+  metadata?: number;
   newSeries: number;
   /** True when the fast COPY hit existing rows and the slow path ran. */
   deduplicated: boolean;
@@ -138,4 +149,82 @@ export interface WriteResult {
 export interface SampleWriter {
   /** Stores the series (and stages `staged`) atomically; a 2xx may follow once it resolves. */
   write(series: WriteSeries[], options?: WriteOptions): Promise<WriteResult>;
+}
+
+// ---------------------------------------------------------------------------
+// The data model beyond float samples (remote_write/data_model.ts decodes it,
+// storage/data_model_writer.ts stores it, remote_read/histograms.ts reads it).
+
+/** A label pair of an exemplar (the same shape as {@linkcode Label}). */
+export interface ModelLabel {
+  name: string;
+  value: string;
+}
+
+/**
+ * One native histogram sample, validated. Doubles are kept bit for bit in
+ * Float64Arrays (filled from their wire words, never through a JS number:
+ * a stale histogram's sum is the staleness NaN, whose payload V8 would
+ * lose).
+ */
+export interface DecodedHistogram {
+  /** A float histogram (`count_float`, `*_counts`); else an integer one (`count_int`, `*_deltas`). */
+  float: boolean;
+  /** -4..8: exponential buckets; -53: custom bucket bounds (`customValues`). */
+  schema: number;
+  /** 0 unknown, 1 yes (reset), 2 no, 3 gauge histogram. */
+  resetHint: number;
+  /** [count, sum, zero_threshold, zero_count], bit for bit. */
+  scalars: Float64Array;
+  /** Offset, length pairs of the positive bucket spans. */
+  positiveSpans: Int32Array;
+  /** Absolute count of each positive bucket (integer deltas summed). */
+  positiveCounts: Float64Array;
+  negativeSpans: Int32Array;
+  negativeCounts: Float64Array;
+  /** Upper bounds of the custom buckets (schema -53), strictly increasing. */
+  customValues: Float64Array;
+}
+
+/** An exemplar: labels (sorted, names unique), value bit for bit, timestamp. */
+export interface DecodedExemplar {
+  labels: ModelLabel[];
+  /** Milliseconds since the epoch (0 when the sender set none). */
+  timestamp: number;
+}
+
+/** What a decoded request carries besides its series. */
+export interface WriteExtras {
+  /** Histogram samples in the request's series. */
+  histograms?: number;
+  /** Exemplars in the request's series. */
+  exemplars?: number;
+  /** Metric metadata, at most one per metric name (the last sent). */
+  metadata?: DecodedMetadata[];
+}
+
+/** Metadata of one metric family. */
+export interface DecodedMetadata {
+  metric: string;
+  /** counter, gauge, histogram, gaugehistogram, summary, info, stateset or unknown. */
+  type: string;
+  help: string;
+  unit: string;
+}
+
+/**
+ * What a decoded series may carry besides float samples. A series with
+ * `histograms` holds histogram samples only: `timestamps[i]` is the time of
+ * `histograms[i]`, and `values[i]` its presence value (the count, or the
+ * staleness marker when the histogram is a stale marker): histogram samples
+ * travel the same path as float samples (HA judgement, de-duplication, the
+ * samples table), and their bodies are stored beside them.
+ */
+export interface SeriesExtras {
+  histograms?: DecodedHistogram[];
+  exemplars?: DecodedExemplar[];
+  /** Values of `exemplars`, index for index, bit for bit. */
+  exemplarValues?: Float64Array;
+  /** Created (start) timestamps seen for this series, ms, distinct. */
+  created?: number[];
 }

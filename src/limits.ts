@@ -43,12 +43,23 @@ export const SERIES_COST = 512;
 export const LABEL_COST = 64;
 /** Heap per sample (its timestamp and value). */
 export const SAMPLE_COST = 16;
+/**
+ * Heap per native histogram sample beyond its bytes on the wire (its object
+ * and typed arrays; an empty histogram takes 2 bytes on the wire), and per
+ * exemplar (its object and labels), rounded up.
+ */
+export const HISTOGRAM_COST = 1024;
+export const EXEMPLAR_COST = 256;
 
 /** What {@linkcode scanWriteRequest} counts. */
 export interface WriteCounts {
   series: number;
   labels: number;
   samples: number;
+  /** Native histogram samples (absent: none). */
+  histograms?: number;
+  /** Exemplars (absent: none). */
+  exemplars?: number;
 }
 
 /**
@@ -59,7 +70,7 @@ export interface WriteCounts {
  */
 export function scanWriteRequest(raw: Uint8Array): WriteCounts {
   const r = new ProtoReader(raw);
-  const counts = { series: 0, labels: 0, samples: 0 };
+  const counts = { series: 0, labels: 0, samples: 0, histograms: 0, exemplars: 0 };
   const end = raw.length;
   try {
     while (r.pos < end) {
@@ -74,6 +85,8 @@ export function scanWriteRequest(raw: Uint8Array): WriteCounts {
         const k = r.tag(seriesEnd);
         if (k === (1 << 3 | WIRE_LEN)) counts.labels++;
         else if (k === (2 << 3 | WIRE_LEN)) counts.samples++;
+        else if (k === (3 << 3 | WIRE_LEN)) counts.exemplars++;
+        else if (k === (4 << 3 | WIRE_LEN)) counts.histograms++;
         r.skip(k, seriesEnd);
       }
     }
@@ -85,7 +98,8 @@ export function scanWriteRequest(raw: Uint8Array): WriteCounts {
 
 /** Estimated heap of a decoded write request beyond its raw buffer. */
 export function estimateWriteCost(c: WriteCounts): number {
-  return c.series * SERIES_COST + c.labels * LABEL_COST + c.samples * SAMPLE_COST;
+  return c.series * SERIES_COST + c.labels * LABEL_COST + c.samples * SAMPLE_COST +
+    (c.histograms ?? 0) * HISTOGRAM_COST + (c.exemplars ?? 0) * EXEMPLAR_COST;
 }
 
 /** Per-request limits on what a write may hold. */

@@ -96,7 +96,13 @@ export class HaFilter implements IngestFilter {
     for (const m of g.members) {
       const src = decoded.series[m.index];
       const ts = src.timestamps;
-      if (ts.length === 0) continue;
+      if (ts.length === 0) {
+        // Exemplars alone: the leader's are kept (a follower's are copies).
+        if (src.exemplars && m.replica === v.leader) {
+          direct.push({ ...src, labels: src.labels.filter((l) => l.name !== replicaLabel) });
+        }
+        continue;
+      }
       const labels = src.labels.filter((l) => l.name !== replicaLabel);
       // Not cached: not written lately through this connector, no copy known.
       const key = recent && seriesId!(labels);
@@ -207,5 +213,14 @@ function pick(labels: WriteSeries["labels"], src: WriteSeries, idx: number[]): W
     t[k] = src.timestamps[idx[k]];
     vals[k] = src.values[idx[k]];
   }
-  return { labels, timestamps: t, values: vals };
+  // Histogram samples keep their bodies; exemplars and created timestamps
+  // go along (the writer stores exemplars of directly stored series only).
+  const out: WriteSeries = { labels, timestamps: t, values: vals };
+  if (src.histograms) out.histograms = idx.map((k) => src.histograms![k]);
+  if (src.exemplars) {
+    out.exemplars = src.exemplars;
+    out.exemplarValues = src.exemplarValues;
+  }
+  if (src.created) out.created = src.created;
+  return out;
 }

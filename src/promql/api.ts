@@ -6,7 +6,7 @@
  * - `GET|POST /api/v1/query`, `/api/v1/query_range`: PromQL, evaluated by
  *   `eval.ts` over samples fetched from PostgreSQL (`fetch.ts`);
  * - `/api/v1/series`, `/api/v1/labels`, `/api/v1/label/<name>/values`;
- * - `/api/v1/metadata` (empty: metric metadata is not stored),
+ * - `/api/v1/metadata` (the metric metadata remote write delivered),
  *   `/api/v1/query_exemplars` (empty: exemplars are not stored),
  *   `/api/v1/status/buildinfo`.
  *
@@ -110,7 +110,9 @@ export function promqlHandler(o: PromqlApiOptions): (req: Request) => Promise<Re
           limit(params),
         );
       } else if (path === "/api/v1/metadata") {
-        data = {};
+        data = o.store.metadata
+          ? await o.store.metadata(params.get("metric") ?? "", limit(params))
+          : {};
       } else if (path === "/api/v1/query_exemplars") {
         if (!params.get("query")) throw new ApiError("bad_data", "query parameter is required");
         parseOrBadData(params.get("query")!);

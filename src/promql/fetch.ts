@@ -44,6 +44,19 @@ export interface PromqlStore {
     range: OptionalRange,
     limit: number,
   ): Promise<string[]>;
+  /**
+   * Metric metadata as remote write delivered it (`/api/v1/metadata`): per
+   * metric name, its type, help and unit; of `metric` only when not empty.
+   * Absent: none is stored.
+   */
+  metadata?(metric: string, limit: number): Promise<Record<string, MetricMetadata[]>>;
+}
+
+/** One metadata entry of `/api/v1/metadata`. */
+export interface MetricMetadata {
+  type: string;
+  help: string;
+  unit: string;
 }
 
 /** A time range in ms; null ends are open. */
@@ -165,6 +178,18 @@ export class PgPromqlStore implements PromqlStore {
         params as never[],
       );
       return rows.map((r) => r.v);
+    });
+  }
+
+  metadata(metric: string, limit: number): Promise<Record<string, MetricMetadata[]>> {
+    return this.run(async (sql) => {
+      const rows = await sql<{ metric_name: string; type: string; help: string; unit: string }[]>`
+        SELECT metric_name, type, help, unit FROM _prom_catalog.metric_metadata
+        WHERE ${metric} = '' OR metric_name = ${metric}
+        ORDER BY metric_name LIMIT ${limit > 0 ? limit : null}`;
+      const out: Record<string, MetricMetadata[]> = {};
+      for (const r of rows) out[r.metric_name] = [{ type: r.type, help: r.help, unit: r.unit }];
+      return out;
     });
   }
 

@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { encodeHistogram, type StoredHistogram } from "./histograms.ts";
 import { compressSnappyBlock } from "../wire/snappy.ts";
 import {
   int64VarintSize as int64Size,
@@ -26,6 +27,8 @@ export interface ResultSeries {
   timestamps: ArrayLike<number>;
   /** The values, 8 bytes each, IEEE 754 big-endian (what `float8send` returns). */
   valuesBE: Uint8Array;
+  /** Native histogram samples, ascending (`TimeSeries.histograms`, field 4). */
+  histograms?: StoredHistogram[];
 }
 
 const TWO_32 = 4_294_967_296;
@@ -53,6 +56,8 @@ class Out {
 /** Sizes computed in the first pass, reused in the second. */
 interface Planned {
   labels: { name: Uint8Array; value: Uint8Array; size: number }[];
+  /** The encoded `prometheus.Histogram` messages. */
+  histograms: Uint8Array[];
   size: number;
 }
 
@@ -88,7 +93,12 @@ export function encodeReadResponse(results: ResultSeries[][]): Uint8Array {
         // Sample: value = 1 (fixed64, 9 bytes with its key), timestamp = 2 (varint).
         size += 2 + 9 + 1 + int64Size(ts[i]);
       }
-      planned.push({ labels, size });
+      const histograms = (s.histograms ?? []).map((h) => {
+        const m = encodeHistogram(h.histogram, h.timestamp);
+        size += 1 + varintSize(m.length) + m.length;
+        return m;
+      });
+      planned.push({ labels, histograms, size });
       resultSize += 1 + varintSize(size) + size;
     }
     plans.push(planned);
@@ -130,6 +140,11 @@ export function encodeReadResponse(results: ResultSeries[][]): Uint8Array {
         out.pos = p;
         buf[out.pos++] = 0x10; // Sample.timestamp = 2, varint
         out.int64(ts[i]);
+      }
+      for (const h of plan.histograms) {
+        out.varint(0x22); // TimeSeries.histograms = 4
+        out.varint(h.length);
+        out.bytes(h);
       }
     }
   }

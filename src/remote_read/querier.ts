@@ -13,6 +13,7 @@
  *
  * @module
  */
+import { HISTOGRAM_BYTES_SQL, histogramFromBytes, type StoredHistogram } from "./histograms.ts";
 import type { Sql } from "../../deps.ts";
 import { HttpError } from "../errors.ts";
 import { mapDbError } from "../db_errors.ts";
@@ -64,25 +65,45 @@ export async function runQueries(
         ? q.matchers
         : q.matchers.filter((m) => m.name !== o.replicaLabel);
       const cond = matchersToSql(matchers, 4);
+      // A series with native histograms: its histograms (those whose
+      // presence row is stored, histograms.ts), and not those presence rows
+      // as float samples.
       const text = `
-        SELECT ser.labels::text AS labels, x.n::int AS n, x.ts, x.vs
-        FROM (SELECT s.id, s.labels FROM _prom_catalog.series s WHERE ${cond.text}) ser
+        SELECT ser.labels::text AS labels, x.n::int AS n, x.ts, x.vs, y.n::int AS hn, y.hb
+        FROM (SELECT s.id, s.labels,
+                EXISTS (SELECT 1 FROM _prom_data.histogram_samples h WHERE h.series_id = s.id)
+                  AS has_h
+              FROM _prom_catalog.series s WHERE ${cond.text}) ser
         CROSS JOIN LATERAL (
           SELECT count(*) AS n,
             string_agg(int8send(floor(extract(epoch FROM d.time) * 1000)::int8), ''::bytea
                        ORDER BY d.time) AS ts,
             string_agg(float8send(d.value), ''::bytea ORDER BY d.time) AS vs
-          FROM (SELECT time, value FROM _prom_data.samples
-                WHERE series_id = ser.id AND time >= $1::timestamptz AND time <= $2::timestamptz
-                ORDER BY time LIMIT $3::int8) d
+          FROM (SELECT p.time, p.value FROM _prom_data.samples p
+                WHERE p.series_id = ser.id AND p.time >= $1::timestamptz
+                  AND p.time <= $2::timestamptz
+                  AND (NOT ser.has_h OR NOT EXISTS (
+                    SELECT 1 FROM _prom_data.histogram_samples h
+                    WHERE h.series_id = p.series_id AND h.time = p.time))
+                ORDER BY p.time LIMIT $3::int8) d
         ) x
-        WHERE x.n > 0`;
+        CROSS JOIN LATERAL (
+          SELECT count(*) AS n, string_agg(int4send(octet_length(z.b)) || z.b, ''::bytea
+                                           ORDER BY z.t) AS hb
+          FROM (SELECT h.time AS t, ${HISTOGRAM_BYTES_SQL} AS b
+                FROM _prom_data.histogram_samples h
+                JOIN _prom_data.samples p ON p.series_id = h.series_id AND p.time = h.time
+                WHERE ser.has_h AND h.series_id = ser.id AND h.time >= $1::timestamptz
+                  AND h.time <= $2::timestamptz
+                ORDER BY h.time LIMIT $3::int8) z
+        ) y
+        WHERE x.n > 0 OR y.n > 0`;
       const cap = o.maxSamples - samples + 1;
       const params = [isoTime(q.startMs), isoTime(q.endMs), String(cap), ...cond.params];
       const cursor = o.sql.unsafe<Row[]>(text, params as never[]).cursor(CURSOR_ROWS);
       for await (const rows of cursor) {
         for (const row of rows) {
-          samples += row.n;
+          samples += row.n + row.hn;
           if (samples > o.maxSamples) {
             throw new HttpError(
               413,
@@ -92,8 +113,9 @@ export async function runQueries(
           }
           series.push({
             labels: sortedLabels(row.labels),
-            timestamps: int64sFromBE(row.ts),
-            valuesBE: row.vs,
+            timestamps: int64sFromBE(row.ts ?? new Uint8Array(0)),
+            valuesBE: row.vs ?? new Uint8Array(0),
+            histograms: row.hn ? histogramsFromBytes(row.hb!) : undefined,
           });
         }
       }
@@ -110,8 +132,22 @@ export async function runQueries(
 interface Row {
   labels: string;
   n: number;
-  ts: Uint8Array;
-  vs: Uint8Array;
+  ts: Uint8Array | null;
+  vs: Uint8Array | null;
+  hn: number;
+  hb: Uint8Array | null;
+}
+
+/** The histograms of one series: each its length (int4) then its bytes. */
+function histogramsFromBytes(b: Uint8Array): StoredHistogram[] {
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const out: StoredHistogram[] = [];
+  for (let p = 0; p < b.length;) {
+    const n = dv.getInt32(p);
+    out.push(histogramFromBytes(b.subarray(p + 4, p + 4 + n)));
+    p += 4 + n;
+  }
+  return out;
 }
 
 /** A label set from its jsonb text, sorted by name (names are ASCII: `<` is byte order). */

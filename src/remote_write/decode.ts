@@ -35,6 +35,16 @@ import {
 } from "../ingest.ts";
 import { uncompressSnappyBlock } from "../wire/snappy.ts";
 import {
+  type DecodedExemplar,
+  type DecodedHistogram,
+  type DecodedMetadata,
+  DoubleSink,
+  parseExemplar1,
+  parseHistogram,
+  parseMetadata1,
+  presenceWords,
+} from "./data_model.ts";
+import {
   decodeText,
   ProtoDecodeError,
   ProtoReader,
@@ -112,11 +122,19 @@ const KEY_LABEL_NAME = 1 << 3 | WIRE_LEN; // Label.name
 const KEY_LABEL_VALUE = 2 << 3 | WIRE_LEN; // Label.value
 const KEY_SAMPLE_VALUE = 1 << 3 | 1; // Sample.value, double (I64)
 const KEY_SAMPLE_TIMESTAMP = 2 << 3 | 0; // Sample.timestamp, int64 (VARINT)
+const KEY_WRITE_METADATA = 3 << 3 | WIRE_LEN; // WriteRequest.metadata
+const KEY_SERIES_EXEMPLARS = 3 << 3 | WIRE_LEN; // TimeSeries.exemplars
+const KEY_SERIES_HISTOGRAMS = 4 << 3 | WIRE_LEN; // TimeSeries.histograms
 
 /** The expected wire type of each known field, by message, for errors. */
 const KNOWN_FIELDS: Record<string, Record<number, [string, number]>> = {
   WriteRequest: { 1: ["timeseries", WIRE_LEN], 3: ["metadata", WIRE_LEN] },
-  TimeSeries: { 1: ["labels", WIRE_LEN], 2: ["samples", WIRE_LEN], 3: ["exemplars", WIRE_LEN] },
+  TimeSeries: {
+    1: ["labels", WIRE_LEN],
+    2: ["samples", WIRE_LEN],
+    3: ["exemplars", WIRE_LEN],
+    4: ["histograms", WIRE_LEN],
+  },
   Label: { 1: ["name", WIRE_LEN], 2: ["value", WIRE_LEN] },
   Sample: { 1: ["value", 1], 2: ["timestamp", 0] },
 };
@@ -163,6 +181,11 @@ class WriteRequestParser {
   private readonly prevText: string[] = [];
   /** Label objects of the last series, by position: reused when both strings are. */
   private readonly prevLabels: Label[] = [];
+  /** Histograms and exemplars of the series being parsed (data_model.ts). */
+  private histograms: DecodedHistogram[] | undefined;
+  private histogramTimes: number[] = [];
+  private exemplars: DecodedExemplar[] | undefined;
+  private readonly exemplarValues = new DoubleSink();
 
   constructor(raw: Uint8Array, limits: DecodeLimits) {
     this.r = new ProtoReader(raw);
@@ -178,6 +201,11 @@ class WriteRequestParser {
     const end = r.buf.length;
     const series: DecodedSeries[] = [];
     const starts: number[] = [];
+    // Histogram samples of a series go in an entry of their own, after.
+    const histogramSeries: DecodedSeries[] = [];
+    let histogramCount = 0;
+    let exemplarCount = 0;
+    let metadata: Map<string, DecodedMetadata> | undefined;
     let index = 0;
     while (r.pos < end) {
       const key = r.tag(end);
@@ -188,13 +216,32 @@ class WriteRequestParser {
         const s = this.parseSeries(seriesEnd, index);
         this.seriesIndex = -1;
         index++;
-        if (s !== undefined) {
+        if (s === undefined) continue;
+        const hs = this.histograms;
+        if (hs !== undefined) {
+          histogramSeries.push(this.histogramEntry(s.labels, hs));
+          histogramCount += hs.length;
+          this.histograms = undefined;
+        }
+        const ex = this.exemplars;
+        if (ex !== undefined) {
+          s.exemplars = ex;
+          s.exemplarValues = this.exemplarValues.slice(this.exemplarValues.n - ex.length);
+          exemplarCount += ex.length;
+          this.exemplars = undefined;
+        }
+        if (s.timestamps.length || s.exemplars) {
           series.push(s);
           starts.push(start);
         }
+      } else if (key === KEY_WRITE_METADATA) {
+        const metaEnd = r.lenEnd(end);
+        const m = parseMetadata1(r, metaEnd, this.maxLabelBytes);
+        r.pos = metaEnd;
+        if (m) (metadata ??= new Map()).set(m.metric, m);
       } else {
         this.checkKnown("WriteRequest", key);
-        r.skip(key, end); // metadata and unknown fields
+        r.skip(key, end); // unknown fields
       }
     }
     // All values in one buffer, each series a view on its part.
@@ -204,7 +251,28 @@ class WriteRequestParser {
       const from = starts[i];
       series[i].values = values.subarray(from, from + series[i].timestamps.length);
     }
-    return { series, samples: total };
+    if (histogramSeries.length === 0 && exemplarCount === 0 && metadata === undefined) {
+      return { series, samples: total };
+    }
+    return {
+      series: series.concat(histogramSeries),
+      samples: total,
+      histograms: histogramCount,
+      exemplars: exemplarCount,
+      metadata: metadata ? [...metadata.values()] : [],
+    };
+  }
+
+  /** The entry of a series' histogram samples: times, presence values, bodies. */
+  private histogramEntry(labels: Label[], hs: DecodedHistogram[]): DecodedSeries {
+    const words = new Uint32Array(2 * hs.length);
+    for (let i = 0; i < hs.length; i++) presenceWords(hs[i], words, i);
+    return {
+      labels,
+      timestamps: this.histogramTimes,
+      values: new Float64Array(words.buffer),
+      histograms: hs,
+    };
   }
 
   /**
@@ -387,10 +455,34 @@ class WriteRequestParser {
         else timestamps!.push(t);
         sampleCount++;
         this.valueCount = i + 1;
+      } else if (key === KEY_SERIES_HISTOGRAMS) {
+        r.pos = pos;
+        const histogramEnd = r.lenEnd(end);
+        if (this.histograms === undefined) {
+          this.histograms = [];
+          this.histogramTimes = [];
+        }
+        let parsed;
+        try {
+          parsed = parseHistogram(r, histogramEnd);
+        } catch (err) {
+          if (!(err instanceof ProtoDecodeError)) throw err;
+          throw new ProtoDecodeError(`histogram ${this.histograms.length}: ${err.message}`);
+        }
+        this.histograms.push(parsed.histogram);
+        this.histogramTimes.push(parsed.timestamp);
+        pos = r.pos;
+      } else if (key === KEY_SERIES_EXEMPLARS) {
+        r.pos = pos;
+        const exemplarEnd = r.lenEnd(end);
+        (this.exemplars ??= []).push(
+          parseExemplar1(r, exemplarEnd, this.exemplarValues, maxLabels, maxLabelBytes),
+        );
+        pos = r.pos;
       } else {
         this.checkKnown("TimeSeries", key);
         r.pos = pos;
-        r.skip(key, end); // exemplars, histograms and unknown fields
+        r.skip(key, end); // unknown fields
         pos = r.pos;
       }
     }
@@ -411,10 +503,10 @@ class WriteRequestParser {
           : `series ${index} has no ${METRIC_NAME} label`,
       );
     }
-    if (sampleCount === 0) return undefined;
+    if (sampleCount === 0 && !this.histograms && !this.exemplars) return undefined;
     return {
       labels: hasEmptyValue ? labels.filter((l) => l.value !== "") : labels,
-      timestamps: timestamps ?? [t0],
+      timestamps: sampleCount === 0 ? [] : timestamps ?? [t0],
       values: EMPTY_VALUES,
     };
   }

@@ -4,13 +4,18 @@
  * only does the HTTP and the order of checks, which is part of the contract
  * (https://prometheus.io/docs/specs/remote_write_spec/):
  * 405 method, 415 encoding/type, 413 body size, 400 snappy/protobuf/labels,
- * 503 database, 204 after commit.
+ * 503 database, 204 after commit. Remote write 2.0
+ * (https://prometheus.io/docs/specs/prw/remote_write_spec_2_0/) goes the
+ * same way, chosen by Content-Type (negotiate.ts), and its 204 carries the
+ * `X-Prometheus-Remote-Write-*-Written` headers.
  */
 import { readBody } from "../body.ts";
 import { HttpError, toResponse } from "../errors.ts";
 import type { DecodedWrite, IngestFilter, SampleWriter } from "../ingest.ts";
 import { snappyDeclaredLength, uncompressSnappyBlock } from "../wire/snappy.ts";
 import { type DecodeLimits, parseWriteRequest } from "./decode.ts";
+import { parseWriteRequestV2, scanWriteRequestV2 } from "./decode_v2.ts";
+import { negotiateWrite, type WriteProtocol, writtenHeaders } from "./negotiate.ts";
 import {
   checkWriteCounts,
   estimateWriteCost,
@@ -34,6 +39,14 @@ export interface WriteHandlerOptions {
   writer: SampleWriter;
   /** Called after a successful write, for metrics. */
   onWritten?: (samples: number, newSeries: number, deduplicated: boolean) => void;
+  /**
+   * Called after a successful write with the protocol and what besides float
+   * samples was written (histograms, exemplars, metadata entries), for metrics.
+   */
+  onModelWritten?: (
+    protocol: WriteProtocol,
+    counts: { histograms: number; exemplars: number; metadata: number },
+  ) => void;
   /**
    * --metrics.async-acks: answer 204 once the request is decoded and
    * filtered, and write in the background (a failure is then lost, and only
@@ -68,23 +81,36 @@ export function writeHandler(o: WriteHandlerOptions): (req: Request) => Promise<
           { allow: "POST" },
         );
       }
-      checkHeaders(req.headers);
+      // 1.0 or 2.0 by Content-Type; 415 for any other message or encoding.
+      const protocol = negotiateWrite(req.headers);
       const body = await readBody(
         req,
         o.maxRequestBytes,
         o.readTimeoutMs,
         reservation && ((n) => reservation.reserve(n, "the request body")),
       );
-      const decoded = decodeWithin(body, { maxDecodedBytes: o.maxDecodedBytes }, o, reservation);
+      const decoded = decodeWithin(
+        body,
+        { maxDecodedBytes: o.maxDecodedBytes },
+        o,
+        reservation,
+        protocol,
+      );
       const kept = await o.filter.apply(decoded);
       const write = async () => {
         const result = await o.writer.write(kept.series, {
           guard: kept.guard,
           staged: kept.staged,
           fences: kept.fences,
+          metadata: decoded.metadata,
         });
         kept.committed?.();
         o.onWritten?.(result.samples, result.newSeries, result.deduplicated);
+        o.onModelWritten?.(protocol, {
+          histograms: decoded.histograms ?? 0,
+          exemplars: result.exemplars ?? 0,
+          metadata: result.metadata ?? 0,
+        });
       };
       if (o.asyncAcks && background < (o.maxAsyncWrites ?? 64)) {
         background++;
@@ -96,7 +122,16 @@ export function writeHandler(o: WriteHandlerOptions): (req: Request) => Promise<
       } else {
         await write();
       }
-      return new Response(null, { status: 204 });
+      // 2.0: what was written (accepted: stored, staged or deliberately
+      // dropped as an HA copy), which a 2.0 sender requires.
+      const headers = protocol === "2.0"
+        ? writtenHeaders({
+          samples: decoded.samples,
+          histograms: decoded.histograms ?? 0,
+          exemplars: decoded.exemplars ?? 0,
+        })
+        : undefined;
+      return new Response(null, { status: 204, headers });
     } catch (err) {
       return toResponse(err);
     } finally {
@@ -116,6 +151,7 @@ function decodeWithin(
   decodeLimits: DecodeLimits,
   o: WriteHandlerOptions,
   reservation: Reservation | undefined,
+  protocol: WriteProtocol,
 ): DecodedWrite {
   const declared = snappyDeclaredLength(body);
   if (reservation && declared !== null && declared <= decodeLimits.maxDecodedBytes) {
@@ -123,40 +159,11 @@ function decodeWithin(
   }
   const raw = uncompressSnappyBlock(body, decodeLimits.maxDecodedBytes, "write request");
   if (o.limits || reservation) {
-    const counts = scanWriteRequest(raw);
+    const counts = protocol === "2.0" ? scanWriteRequestV2(raw) : scanWriteRequest(raw);
     if (o.limits) checkWriteCounts(counts, o.limits);
     reservation?.reserve(estimateWriteCost(counts), `${counts.series} series`);
   }
-  return parseWriteRequest(raw, decodeLimits);
-}
-
-function checkHeaders(h: Headers): void {
-  const encoding = (h.get("content-encoding") ?? "").trim().toLowerCase();
-  if (encoding !== "snappy") {
-    throw new HttpError(
-      415,
-      `Unsupported Content-Encoding "${encoding}": remote write 1.0 requires "snappy"`,
-    );
-  }
-  // The media type and parameter names are case-insensitive, the proto
-  // parameter's value (a message name) is not.
-  const type = h.get("content-type") ?? "";
-  const [mime, ...params] = type.split(";").map((s) => s.trim());
-  if (mime.toLowerCase() !== "application/x-protobuf") {
-    throw new HttpError(
-      415,
-      `Unsupported Content-Type "${type}": remote write 1.0 requires "application/x-protobuf"`,
-    );
-  }
-  for (const p of params) {
-    const eq = p.indexOf("=");
-    const k = (eq < 0 ? p : p.slice(0, eq)).trim().toLowerCase();
-    const v = eq < 0 ? "" : p.slice(eq + 1).trim().replace(/^"(.*)"$/, "$1");
-    if (k === "proto" && v !== "prometheus.WriteRequest") {
-      throw new HttpError(
-        415,
-        `Unsupported protobuf message "${v}": only prometheus.WriteRequest (remote write 1.0) is accepted`,
-      );
-    }
-  }
+  return protocol === "2.0"
+    ? parseWriteRequestV2(raw, decodeLimits)
+    : parseWriteRequest(raw, decodeLimits);
 }

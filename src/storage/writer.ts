@@ -29,6 +29,7 @@ import { PartitionCache } from "./partitions.ts";
 import { copyIn } from "./pg_patches.ts";
 import type { SeriesCache } from "./series_cache.ts";
 import { resolveSeriesIds } from "./series_ids.ts";
+import { DataModelWriter } from "./data_model_writer.ts";
 
 // Moved to ingest.ts; re-exported for existing importers.
 export type { Fence, SampleWriter, WriteOptions, WriteResult, WriteSeries } from "../ingest.ts";
@@ -71,6 +72,8 @@ export class PgWriter implements SampleWriter {
   #copies = 0;
   /** COPY statements sent into _prom_data.samples (a combined one counts once). */
   copyStatements = 0;
+  /** Histogram bodies, exemplars, metadata, created timestamps (data_model_writer.ts). */
+  readonly model = new DataModelWriter();
 
   constructor(
     readonly sql: Sql,
@@ -90,11 +93,25 @@ export class PgWriter implements SampleWriter {
     const fences = options.fences ?? [];
     const samples = countSamples(series);
     const stagedSamples = countSamples(staged);
-    if (samples + stagedSamples === 0) return { samples: 0, newSeries: 0, deduplicated: false };
+    const extras = DataModelWriter.has(series, options.metadata) || DataModelWriter.has(staged);
+    if (samples + stagedSamples === 0 && !extras) {
+      return { samples: 0, newSeries: 0, deduplicated: false };
+    }
     const all = staged.length ? series.concat(staged) : series;
     return await this.gate.run(async () => {
       try {
         const { ids, created } = await resolveSeriesIds(this.sql, this.cache, all);
+        // Histogram bodies (and the rest) before the samples: a body is
+        // invisible until its presence row (a sample) is committed.
+        const model = extras
+          ? await this.model.write(this.sql, all, ids, series.length, options.metadata, created > 0)
+          : undefined;
+        // Presence rows of histograms are not float samples.
+        let histograms = 0;
+        for (const s of series) if (s.histograms) histograms += s.histograms.length;
+        if (samples + stagedSamples === 0) {
+          return { samples: 0, newSeries: created, deduplicated: false, ...model };
+        }
         // Staged samples get their partitions too: the reconciler may store them.
         await this.#partitions.ensure(all);
         const pending = {
@@ -115,7 +132,13 @@ export class PgWriter implements SampleWriter {
           await this.#partitions.ensure(all);
           deduplicated = await this.#submit(pending);
         }
-        return { samples, newSeries: created, deduplicated };
+        return {
+          samples: samples - histograms,
+          newSeries: created,
+          deduplicated,
+          ...model,
+          histograms: model ? histograms : undefined,
+        };
       } catch (err) {
         if (err instanceof FenceError) throw err;
         throw mapDbError(err, "Cannot store samples", "Database unavailable");

@@ -235,6 +235,27 @@ export class ConnectorMetrics {
   readonly samplesIngested = this.registry.register(
     new Counter("promscale_ingest_samples_total", "Samples stored in the database."),
   );
+  readonly histogramsIngested = this.registry.register(
+    new Counter(
+      "promscale_ingest_histograms_total",
+      "Native histogram samples received and written (stored, or staged for HA reconciliation).",
+    ),
+  );
+  readonly exemplarsIngested = this.registry.register(
+    new Counter("promscale_ingest_exemplars_total", "Exemplars stored in the database."),
+  );
+  readonly metadataIngested = this.registry.register(
+    new Counter(
+      "promscale_ingest_metadata_total",
+      "Metric metadata entries written to the database (unchanged repeats are skipped).",
+    ),
+  );
+  readonly writeRequestsByProtocol = this.registry.register(
+    new Counter(
+      "promscale_ingest_requests_by_protocol_total",
+      'Write requests decoded, by remote write protocol version ("1.0", "2.0").',
+    ),
+  );
   readonly seriesCreated = this.registry.register(
     new Counter("promscale_ingest_series_created_total", "Series created in the database."),
   );

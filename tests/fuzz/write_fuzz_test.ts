@@ -599,19 +599,28 @@ export function requestAt(seed: number, index: number): FuzzRequest {
 // --- The oracle ----------------------------------------------------------------
 
 /**
- * The fields the connector stores, and nothing else: exemplars and metadata
- * are not stored, so their content is skipped as unknown fields, as the
- * connector's decoder skips them (protobufjs would otherwise parse them and
- * refuse damage inside that the connector rightly ignores).
+ * The fields the connector stores as samples, and nothing else: a native
+ * histogram is stored as a presence row in the samples table (its count at
+ * its timestamp, src/storage/migrations/data_model.ts), so its count and
+ * timestamp are read; exemplars, metadata and the rest of a histogram are
+ * skipped as unknown fields (the connector checks more of them, and may
+ * refuse what protobufjs reads here: a refusal is always allowed).
  */
 const WriteRequest = protobuf.parse(
   `
   syntax = "proto3";
   package oracle;
   message WriteRequest { repeated TimeSeries timeseries = 1; }
-  message TimeSeries { repeated Label labels = 1; repeated Sample samples = 2; }
+  message TimeSeries {
+    repeated Label labels = 1; repeated Sample samples = 2; repeated Histogram histograms = 4;
+  }
   message Label { string name = 1; string value = 2; }
   message Sample { double value = 1; int64 timestamp = 2; }
+  message Histogram {
+    oneof count { uint64 count_int = 1; double count_float = 2; }
+    double sum = 3;
+    int64 timestamp = 15;
+  }
 `,
   { keepCase: true },
 ).root.lookupType("oracle.WriteRequest");
@@ -652,6 +661,7 @@ export function expectedSamples(raw: Uint8Array, ha: boolean): DecodedSample[] {
     timeseries: {
       labels: { name: string; value: string }[];
       samples: { value: number; timestamp: string }[];
+      histograms: { count_int?: string; count_float?: number; sum: number; timestamp: string }[];
     }[];
   };
   const out: DecodedSample[] = [];
@@ -671,6 +681,14 @@ export function expectedSamples(raw: Uint8Array, ha: boolean): DecodedSample[] {
     if (metric === undefined) throw new Error(`series ${i}: accepted a series without __name__`);
     const cluster = labels.find((l) => l[0] === "cluster")?.[1];
     const replica = labels.find((l) => l[0] === "__replica__")?.[1];
+    // Histogram samples are stored as samples valued by their count
+    // (Prometheus's generator here never sends a stale histogram).
+    for (const h of ts.histograms) {
+      ts.samples.push({
+        value: h.count_float !== undefined ? h.count_float : Number(h.count_int ?? 0),
+        timestamp: h.timestamp,
+      });
+    }
     // A series without samples is dropped before the HA labels are looked at.
     if (ts.samples.length === 0) continue;
     if (ha && (cluster === undefined) !== (replica === undefined)) {

@@ -332,7 +332,7 @@ Deno.test("decodeWriteRequest() accepts non-minimal keys and lengths", () => {
   }]);
 });
 
-Deno.test("decodeWriteRequest() skips unknown fields of every wire type, metadata, exemplars and histograms", () => {
+Deno.test("decodeWriteRequest() skips unknown fields of every wire type, and reads metadata, exemplars and histograms", () => {
   const unknown = bytes(
     key(15, 0),
     varint(2n ** 64n - 1n),
@@ -357,11 +357,27 @@ Deno.test("decodeWriteRequest() skips unknown fields of every wire type, metadat
     ),
     unknown,
   );
-  assert.deepEqual(plain(decodeRaw(raw)), [{
+  const d = decodeRaw(raw);
+  assert.deepEqual(plain(d), [{
     labels: { __name__: "up" },
     timestamps: [9],
     values: ["4008000000000000"],
+  }, {
+    // The histogram's entry: count_int 3 then count_float 2 (a oneof: the
+    // last wins), no timestamp (0); its presence value is its count.
+    labels: { __name__: "up" },
+    timestamps: [0],
+    values: ["4000000000000000"],
   }]);
+  assert.deepEqual(d.series[0].exemplars, [{
+    labels: [{ name: "trace_id", value: "abc" }],
+    timestamp: 5,
+  }]);
+  assert.equal(d.series[1].histograms![0].float, true);
+  assert.deepEqual(d.metadata, [{ metric: "up", type: "counter", help: "help", unit: "unit" }]);
+  assert.equal(d.samples, 1);
+  assert.equal(d.histograms, 1);
+  assert.equal(d.exemplars, 1);
 });
 
 Deno.test("parseWriteRequest() decodes an uncompressed WriteRequest", () => {
@@ -790,9 +806,11 @@ function reference(raw: Uint8Array) {
 function checkInvariants(d: DecodedWrite) {
   let samples = 0;
   for (const s of d.series) {
-    assert.ok(s.timestamps.length > 0);
+    // A series without samples carries exemplars; histogram entries are not samples.
+    assert.ok(s.timestamps.length > 0 || (s.exemplars?.length ?? 0) > 0);
     assert.equal(s.values.length, s.timestamps.length);
-    samples += s.timestamps.length;
+    if (s.histograms) assert.equal(s.histograms.length, s.timestamps.length);
+    else samples += s.timestamps.length;
     assert.ok(s.labels.some((l) => l.name === "__name__"));
     for (let i = 0; i < s.labels.length; i++) {
       const l = s.labels[i];
@@ -877,7 +895,8 @@ Deno.test("decodeWriteRequest() agrees with protobufjs or refuses, on 3000 mutat
     const raw: Uint8Array = snappy.uncompress(body);
     const theirs = reference(raw);
     stats.compared++;
-    const mine = ours.series.map((s) => ({
+    // protobufjs's reference reads float samples only.
+    const mine = ours.series.filter((s) => !s.histograms && s.timestamps.length).map((s) => ({
       labels: s.labels.map((l) => ({ name: l.name, value: l.value })),
       timestamps: s.timestamps,
       values: [...s.values],

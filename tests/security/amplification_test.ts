@@ -125,7 +125,13 @@ Deno.test("the attack body is what it claims: 2,000,000 series in 2.8 MB", () =>
   const body = attackBody(2_000_000);
   const raw = uncompressSnappyBlock(body, 128 * MiB);
   assertEquals(raw.length, 2_000_000 * 30 + 23);
-  assertEquals(scanWriteRequest(raw), { series: 2_000_001, labels: 2_000_001, samples: 2_000_001 });
+  assertEquals(scanWriteRequest(raw), {
+    series: 2_000_001,
+    labels: 2_000_001,
+    samples: 2_000_001,
+    histograms: 0,
+    exemplars: 0,
+  });
   assert(body.length < 2.9e6, `${body.length} bytes`);
 });
 

@@ -17,6 +17,7 @@
  *   per label key, (re)created when a metric or a label key first appears.
  */
 
+import { DATA_MODEL_MIGRATION } from "./data_model.ts";
 import { PROMSCALE_SQL } from "./promscale_sql.ts";
 
 /** A migration: its version, a description, and the SQL to run. */
@@ -973,6 +974,7 @@ END $$;
 MIGRATIONS.push({ version: 5, description: "forget silent HA clusters", sql: HA_FORGET });
 
 MIGRATIONS.push(PROMSCALE_SQL);
+MIGRATIONS.push(DATA_MODEL_MIGRATION);
 
 /** The schema version this build brings the database to. */
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
