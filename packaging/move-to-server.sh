@@ -10,7 +10,9 @@
 # connector on it once, `promscale --db.uri <server> --startup.only`. What is
 # copied: every series and sample (binary COPY, so staleness markers keep
 # their exact bits) and the retention settings. The metric views are made by
-# the schema's own functions as on any first write. HA leases are not copied:
+# the schema's own functions as on any first write. Not copied yet: native
+# histogram samples, exemplars, metric metadata and created timestamps (the
+# remote write 2.0 data model's tables). HA leases are not copied:
 # the first replica heard from becomes leader again. Samples the server
 # already has are left as they are, so the script can run again after more
 # writes (the connector may keep running meanwhile).
