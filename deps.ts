@@ -10,3 +10,10 @@ export { Command, Option } from "commander";
 export { parse as parseYaml } from "yaml";
 export { parser as promqlParser } from "@prometheus-io/lezer-promql";
 export type { SyntaxNode } from "@lezer/common";
+export type { PGlite } from "@electric-sql/pglite";
+/**
+ * PGlite (the embedded database) is loaded on demand: a connector with a
+ * PostgreSQL server never loads its 15 MB of WebAssembly and data.
+ */
+export const loadPglite = (): Promise<typeof import("@electric-sql/pglite")> =>
+  import("@electric-sql/pglite");

@@ -19,10 +19,12 @@
  * saying so.
  */
 import { VERSION } from "../src/version.ts";
+import { loadPglite } from "../deps.ts";
+import { PGLITE_ASSET_DIR, PGLITE_ASSETS } from "../src/storage/embedded_assets.ts";
 
 /**
  * The permissions of the compiled program, and of `deno run` on the bundle.
- * No --allow-write, --allow-run or --allow-ffi: the program needs none.
+ * No --allow-run or --allow-ffi: the program needs neither.
  */
 export const RUN_PERMISSIONS: readonly string[] = [
   // Listen for Prometheus and connect to PostgreSQL.
@@ -31,6 +33,9 @@ export const RUN_PERMISSIONS: readonly string[] = [
   "--allow-env",
   // --config, --web.auth.*-file and TLS files live at paths the operator chooses.
   "--allow-read",
+  // The embedded database (no database configured) keeps its files in
+  // --db.embedded-dir, a path the operator chooses.
+  "--allow-write",
   // postgres.js falls back to the OS user name (as libpq does) when a
   // --db.uri names no user; os.userInfo() needs these three.
   "--allow-sys=uid,gid,userInfo",
@@ -247,6 +252,40 @@ function shownPath(path: string): string {
   return path.startsWith(REPO_ROOT + "/") ? path.slice(REPO_ROOT.length + 1) : path;
 }
 
+/**
+ * The directory of PGlite's WebAssembly and data files in Deno's npm cache
+ * (the version pinned in deno.json), fetched first if needed.
+ */
+export async function pgliteDist(root: string = REPO_ROOT): Promise<string> {
+  await loadPglite(); // brings the package into the cache
+  const imports = JSON.parse(await Deno.readTextFile(`${root}/deno.json`)).imports ?? {};
+  const spec = String(imports["@electric-sql/pglite"] ?? "");
+  const version = /@([^@/]+)$/.exec(spec)?.[1];
+  if (!version) throw new BuildError(`Cannot find the PGlite version in deno.json ("${spec}")`);
+  const info = await run(Deno.execPath(), ["info", "--json"]);
+  const npmCache = info.code === 0 ? JSON.parse(info.stdout).npmCache : undefined;
+  const dir = `${npmCache}/registry.npmjs.org/@electric-sql/pglite/${version}/dist`;
+  for (const f of PGLITE_ASSETS) {
+    if (!(await Deno.stat(`${dir}/${f}`).catch(() => null))?.isFile) {
+      throw new BuildError(`Cannot find PGlite's "${f}" in "${dir}"`);
+    }
+  }
+  return dir;
+}
+
+/**
+ * Copies PGlite's files into `dir`/pglite/, where
+ * src/storage/embedded_assets.ts looks for them (beside the module in an
+ * executable, beside the bundle).
+ */
+export async function copyPgliteAssets(dir: string): Promise<string> {
+  const from = await pgliteDist();
+  const to = `${dir}/${PGLITE_ASSET_DIR}`;
+  await Deno.mkdir(to, { recursive: true });
+  for (const f of PGLITE_ASSETS) await Deno.copyFile(`${from}/${f}`, `${to}/${f}`);
+  return to;
+}
+
 /** Builds what `opts` asks for; returns the `--version` line of the result. */
 export async function build(opts: BuildOptions): Promise<string> {
   const shown = shownPath(opts.output);
@@ -269,6 +308,13 @@ export async function build(opts: BuildOptions): Promise<string> {
     const args = opts.bundle
       ? ["bundle", "--platform", "deno", ...(opts.check ? ["--check"] : [])]
       : ["compile", ...(opts.check ? [] : ["--no-check"]), ...RUN_PERMISSIONS];
+    // The embedded database's WebAssembly and data: inside the executable,
+    // beside the bundle (a bundle is one JavaScript file and cannot hold them).
+    if (opts.bundle) {
+      await copyPgliteAssets(opts.output.slice(0, opts.output.lastIndexOf("/")) || "/");
+    } else {
+      args.push("--include", await copyPgliteAssets(`${stage}/src/storage`));
+    }
     if (opts.target) args.push("--target", opts.target);
     args.push("--output", opts.output, `${stage}/main.ts`);
     const res = await run(Deno.execPath(), args, { cwd: stage });

@@ -60,6 +60,11 @@ export interface Config {
     connectionsMax: number; // 0 = decide from max_connections at start
     connectionTimeoutMs: number;
     statementTimeoutMs: number; // 0 = no timeout
+    /**
+     * The embedded database (PGlite), when no database is configured at
+     * all; null when one is. `uri` is then replaced at start.
+     */
+    embedded: EmbeddedConfig | null;
   };
   metrics: {
     asyncAcks: boolean;
@@ -109,6 +114,14 @@ export interface Config {
   };
   /** Deprecation warnings collected while parsing, to be logged at start. */
   warnings: string[];
+}
+
+/** Resolved settings of the embedded database (Config.db.embedded). */
+export interface EmbeddedConfig {
+  /** Data directory, as given (relative to the working directory). */
+  dir: string;
+  /** Loopback address served to users for SQL; null = not served. */
+  sqlListen: { hostname: string; port: number } | null;
 }
 
 /** Bad configuration; the message is one line, fit to print before exiting non-zero. */
@@ -429,6 +442,24 @@ const FLAGS: readonly FlagSpec[] = [
     arg: "<duration>",
     def: "1m",
     help: "statement_timeout of the connector's sessions; 0 = none.",
+  },
+  {
+    group: "Database",
+    name: "db.embedded-dir",
+    kind: "string",
+    arg: "<dir>",
+    def: "./promscale-data",
+    help: "Data directory of the embedded database (PGlite), used when no database is " +
+      "configured (no --db.uri or other --db.* connection setting); created with mode 0700.",
+  },
+  {
+    group: "Database",
+    name: "db.embedded-sql-listen",
+    kind: "string",
+    arg: "<host:port>",
+    def: "",
+    help: "Serve SQL (psql, pg_dump) on this loopback address from the embedded database; " +
+      'off when empty. E.g. "127.0.0.1:5433".',
   },
   // --- metrics -----------------------------------------------------------
   {
@@ -1232,6 +1263,71 @@ function spec(name: string): FlagSpec {
 }
 
 /**
+ * The settings that choose a database server. When none is given by a flag,
+ * a PROMSCALE_DB_* variable or the config file, the embedded database is
+ * used. libpq's PG* variables do not count: they are the environment of a
+ * machine, not a choice made for this program (and postgres.js would read
+ * them only for parts a URI leaves out).
+ */
+export const DB_SERVER_FLAGS: readonly string[] = [
+  "db.uri",
+  "db.host",
+  "db.port",
+  "db.user",
+  "db.password",
+  "db.name",
+  "db.ssl-mode",
+];
+
+const LOOPBACK = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|::1|\[::1\])$/;
+
+/** Config.db.embedded: null when a database server is configured. */
+function embeddedConfig(r: Resolver): EmbeddedConfig | null {
+  const server = DB_SERVER_FLAGS.filter((n) => r.given(n));
+  const embeddedGiven = ["db.embedded-dir", "db.embedded-sql-listen"].filter((n) => r.given(n));
+  if (server.length > 0) {
+    if (embeddedGiven.length > 0) {
+      throw new ConfigError(
+        `--${embeddedGiven[0]} applies to the embedded database only and cannot be combined ` +
+          `with --${server[0]}`,
+      );
+    }
+    return null;
+  }
+  const dir = r.str("db.embedded-dir");
+  if (dir === "") throw r.invalid("db.embedded-dir", "empty path");
+  const listen = r.str("db.embedded-sql-listen");
+  let sqlListen: EmbeddedConfig["sqlListen"] = null;
+  if (listen !== "") {
+    const addr = listenAddress(listen);
+    if (typeof addr === "string") throw r.invalid("db.embedded-sql-listen", addr);
+    const hostname = addr.hostname.replace(/^\[|\]$/g, "");
+    if (!LOOPBACK.test(hostname)) {
+      throw r.invalid(
+        "db.embedded-sql-listen",
+        "must be a loopback address (127.0.0.1, ::1 or localhost): the embedded database " +
+          "has no passwords",
+      );
+    }
+    sqlListen = { hostname, port: addr.port };
+  }
+  return { dir, sqlListen };
+}
+
+/**
+ * What a resolved Config asks of the embedded database that it cannot do,
+ * as one line; null when nothing. Checked at start, after the legacy
+ * election's own flags were validated.
+ */
+export function embeddedRefusal(cfg: Config): string | null {
+  if (cfg.db.embedded !== null && cfg.legacyElection.advisoryLockId !== null) {
+    return "--leader-election-pg-advisory-lock-id needs a shared PostgreSQL (--db.uri): the " +
+      "embedded database serves a single connector, so there is nobody to elect";
+  }
+  return null;
+}
+
+/**
  * Resolves the configuration from the command line (without the program
  * name, i.e. Deno.args), the environment and the config file. Pure: the
  * environment is a plain object and files are read through `readFile`, which
@@ -1385,6 +1481,7 @@ export function parseConfig(
     if (db.name === "") throw r.invalid("db.name", "empty database name");
     uri = buildUri({ ...db, ssl: db.sslMode });
   }
+  const embedded = embeddedConfig(r);
 
   // --- metrics and HA ------------------------------------------------------
   const ha = {
@@ -1481,7 +1578,7 @@ export function parseConfig(
       maxInFlightMemory: r.bytes("web.max-in-flight-memory"),
       readTimeoutMs: r.duration("web.read-timeout", { positive: true }),
     },
-    db: { uri, ...db },
+    db: { uri, ...db, embedded },
     metrics: {
       asyncAcks: r.bool("metrics.async-acks"),
       seriesCacheMax: r.int("metrics.cache.series.max-size", 1),

@@ -84,6 +84,7 @@ Deno.test("parseConfig() fills every field with its default", () => {
       connectionsMax: 0,
       connectionTimeoutMs: 60_000,
       statementTimeoutMs: 60_000,
+      embedded: { dir: "./promscale-data", sqlListen: null },
     },
     metrics: {
       asyncAcks: false,

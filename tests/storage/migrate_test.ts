@@ -118,7 +118,8 @@ Deno.test("a migration that fails leaves nothing half-applied and the lock free"
     assertEquals(half, null);
     const locks = await db.sql`
       SELECT 1 FROM pg_locks
-      WHERE locktype = 'advisory' AND objid = ${MIGRATION_LOCK_KEY}::oid`;
+      WHERE locktype = 'advisory' AND objid = ${MIGRATION_LOCK_KEY}::oid
+        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`;
     assertEquals(locks.length, 0);
     // Another connector is not blocked by the failed one.
     const res = await migrate(b);

@@ -49,17 +49,17 @@ CREATE TABLE _prom_data.compressed (
   max_time     timestamptz NOT NULL,
   n            int NOT NULL,
   step_ms      int NOT NULL,
-  t_corr       int4[] COMPRESSION lz4,
+  t_corr       int4[],
   v_scale      float8,
   v_base       int8,
-  v_delta      int4[] COMPRESSION lz4,
-  v_exc        float8[] COMPRESSION lz4,
-  v_raw        float8[] COMPRESSION lz4,
+  v_delta      int4[],
+  v_exc        float8[],
+  v_raw        float8[],
   -- 2 kB of zeros (lz4 makes them about 20 bytes): PostgreSQL compresses a
   -- row's values only when the row is longer than about 2 kB
   -- (TOAST_TUPLE_THRESHOLD; toast_tuple_target only lowers where it stops),
   -- and a window of a few hundred samples is shorter than that.
-  toast_pad    bytea COMPRESSION lz4,
+  toast_pad    bytea,
   PRIMARY KEY (series_id, window_start),
   CHECK (min_time <= max_time AND n > 0),
   CHECK ((v_scale IS NULL) = (v_raw IS NOT NULL))
@@ -70,6 +70,17 @@ CREATE TABLE _prom_data.compressed (
 ALTER TABLE _prom_data.compressed
   ALTER t_corr SET STORAGE MAIN, ALTER v_delta SET STORAGE MAIN, ALTER v_exc SET STORAGE MAIN,
   ALTER v_raw SET STORAGE MAIN, ALTER toast_pad SET STORAGE MAIN;
+-- lz4 where this PostgreSQL has it (built --with-lz4), else pglz (the
+-- embedded PGlite build, for one).
+DO $$
+BEGIN
+  ALTER TABLE _prom_data.compressed
+    ALTER t_corr SET COMPRESSION lz4, ALTER v_delta SET COMPRESSION lz4,
+    ALTER v_exc SET COMPRESSION lz4, ALTER v_raw SET COMPRESSION lz4,
+    ALTER toast_pad SET COMPRESSION lz4;
+EXCEPTION WHEN OTHERS THEN
+  RAISE NOTICE 'lz4 is not available, compressed windows use pglz: %', SQLERRM;
+END $$;
 
 -- All rows older than 'horizon' may have a compressed copy; newer ones
 -- cannot (windows are compacted only once sealed, horizon only grows).
