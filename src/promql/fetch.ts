@@ -212,10 +212,12 @@ export class PgPromqlStore implements PromqlStore {
     if (range.minMs !== null || range.maxMs !== null) {
       params.push(new Date(clamp(range.minMs ?? MIN_TIMESTAMP_MS)).toISOString());
       params.push(new Date(clamp(range.maxMs ?? MAX_TIMESTAMP_MS)).toISOString());
-      where += ` AND EXISTS (SELECT 1 FROM _prom_data.samples d WHERE d.series_id = s.id
-        AND d.time >= $${
-        params.length - 1
-      }::timestamptz AND d.time <= $${params.length}::timestamptz)`;
+      // Rows, or a compressed window (docs/storage.md) overlapping the range.
+      const [from, to] = [`$${params.length - 1}::timestamptz`, `$${params.length}::timestamptz`];
+      where += ` AND (EXISTS (SELECT 1 FROM _prom_data.samples d WHERE d.series_id = s.id
+        AND d.time >= ${from} AND d.time <= ${to})
+        OR EXISTS (SELECT 1 FROM _prom_data.compressed c WHERE c.series_id = s.id
+        AND c.max_time >= ${from} AND c.min_time <= ${to}))`;
     }
     return { where, params };
   }
