@@ -8,6 +8,8 @@
  * writes say they should.
  */
 import assert from "node:assert/strict";
+import { HealthProbe } from "../../src/health.ts";
+import { ConnectorMetrics } from "../../src/telemetry/metrics.ts";
 import { inProcessConnector } from "../helpers/connector.ts";
 import { freshDatabase } from "../helpers/db.ts";
 import { type PayloadSeries, writeRequestBody } from "../helpers/payload.ts";
@@ -169,4 +171,20 @@ Deno.test("/metrics has Promscale's cache and database metrics, moving with the 
     await c.stop();
     await db.drop();
   }
+});
+
+Deno.test("a failed health probe counts as a health check error", async () => {
+  let fail = false;
+  const probe = new HealthProbe({
+    probe: () => fail ? Promise.reject(new Error("connection refused")) : Promise.resolve(),
+  });
+  const metrics = new ConnectorMetrics();
+  metrics.watchHealthProbe(probe);
+  await probe.probeNow();
+  fail = true;
+  await probe.probeNow();
+  await probe.probeNow();
+  const text = metrics.registry.render();
+  assert.equal(series(text, "promscale_sql_database_health_check_total").get(""), 3);
+  assert.equal(series(text, "promscale_sql_database_health_check_errors_total").get(""), 2);
 });
