@@ -190,6 +190,8 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
     const cache = new SeriesCache(cfg.metrics.seriesCacheMax);
     const writer = new PgWriter(sql, gate, cache);
     metrics.seriesCacheSize.collect = (g) => g.set({}, cache.size);
+    metrics.watchSeriesCache(cache);
+    gate.onDone = (seconds, failed) => metrics.databaseRequest("write", seconds, failed);
     metrics.dbConnectionsInUse.collect = (g) => g.set({}, gate.active);
     metrics.dbRequestsWaiting.collect = (g) => g.set({}, gate.waiting);
 
@@ -293,6 +295,7 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
       cfg.web.maxInFlightReads,
       Math.min(cfg.db.connectionTimeoutMs, 10_000),
     );
+    readGate.onDone = (seconds, failed) => metrics.databaseRequest("read", seconds, failed);
     const read = readHandler({
       sql: readSql ?? sql,
       gate: readGate,
@@ -353,6 +356,7 @@ export async function startConnector(cfg: Config, log: Logger): Promise<Connecto
     await health.start();
     background.push(health);
     metrics.dbUp.collect = (g) => g.set({}, health.state().ok ? 1 : 0);
+    metrics.watchHealthProbe(health);
     const handler = router(
       {
         write,

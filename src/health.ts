@@ -45,6 +45,8 @@ export class HealthProbe {
   #stopped = false;
   /** Probes started so far (tests, metrics). */
   probes = 0;
+  /** Probes that failed or were not answered in time (metrics). */
+  failures = 0;
 
   constructor(o: HealthProbeOptions) {
     this.#o = {
@@ -110,6 +112,7 @@ export class HealthProbe {
         this.#reason = "";
       },
       (err) => {
+        this.failures++;
         this.#lastFailed = true;
         this.#reason = `database unavailable: ${
           (err instanceof Error ? err.message : String(err)).split("\n")[0]

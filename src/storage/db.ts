@@ -113,6 +113,12 @@ export class Gate {
   #active = 0;
   #waiting: { resolve: () => void; timer: ReturnType<typeof setTimeout> }[] = [];
   #closed = false;
+  /**
+   * Called when a unit of gated work ends, with its time from getting the
+   * slot (seconds) and whether it failed; /metrics counts database requests
+   * with it. Work refused by the gate (503) never ran and is not reported.
+   */
+  onDone?: (seconds: number, failed: boolean) => void;
 
   constructor(readonly slots: number, readonly maxWaiting: number, readonly waitMs: number) {}
 
@@ -129,10 +135,15 @@ export class Gate {
   /** Runs `fn` when a slot is free; 503 when the queue is full or the wait too long. */
   async run<T>(fn: () => Promise<T>): Promise<T> {
     await this.#acquire();
+    const start = performance.now();
+    let failed = true;
     try {
-      return await fn();
+      const result = await fn();
+      failed = false;
+      return result;
     } finally {
       this.#release();
+      this.onDone?.((performance.now() - start) / 1000, failed);
     }
   }
 

@@ -45,6 +45,12 @@ export class SeriesCache {
   #codes: number[] = [];
   /** Bumped when everything is forgotten, so a half-coded label set is coded again. */
   #generation = 0;
+  /** Lookups by `get()` (the writer's and the HA filter's), for /metrics. */
+  queries = 0;
+  /** Lookups by `get()` that found the series. */
+  hits = 0;
+  /** Entries dropped to make room (the oldest, or all when the intern table is full). */
+  evictions = 0;
 
   constructor(readonly maxSize: number) {
     this.maxStrings = Math.max(1024, 2 * maxSize);
@@ -62,6 +68,13 @@ export class SeriesCache {
 
   /** The id of a label set, if cached. */
   get(labels: SeriesLabels): number | undefined {
+    this.queries++;
+    const id = this.#find(labels);
+    if (id !== undefined) this.hits++;
+    return id;
+  }
+
+  #find(labels: SeriesLabels): number | undefined {
     const codes = this.#codes;
     let e = this.#buckets.get(this.#hash(labels));
     chain: for (; e !== undefined; e = e.next) {
@@ -77,7 +90,7 @@ export class SeriesCache {
 
   /** Caches the id of a label set (replacing any id cached for it). */
   set(labels: SeriesLabels, id: number): void {
-    if (this.get(labels) !== undefined) {
+    if (this.#find(labels) !== undefined) {
       this.#remove(this.#hash(labels));
     }
     if (this.#size >= this.maxSize) this.#evict();
@@ -92,6 +105,12 @@ export class SeriesCache {
     this.#buckets.clear();
     this.#size = 0;
     this.#generation++;
+  }
+
+  /** Forgets everything to make room: the entries count as evicted. */
+  #forgetAll(): void {
+    this.evictions += this.#size;
+    this.clear();
   }
 
   /** Codes `labels` into #codes and returns their hash. */
@@ -119,9 +138,9 @@ export class SeriesCache {
   #code(s: string): number {
     let c = this.#strings.get(s);
     if (c === undefined) {
-      if (this.#strings.size >= this.maxStrings) this.clear();
+      if (this.#strings.size >= this.maxStrings) this.#forgetAll();
       if (this.#nextCode > MAX_CODE) {
-        this.clear();
+        this.#forgetAll();
         this.#nextCode = 1;
       }
       c = this.#nextCode++;
@@ -151,6 +170,7 @@ export class SeriesCache {
       this.#buckets.delete(h);
       for (let e: Entry | undefined = head; e !== undefined; e = e.next) {
         this.#size--;
+        this.evictions++;
         n--;
       }
       if (n <= 0) break;

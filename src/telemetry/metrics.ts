@@ -440,6 +440,106 @@ export class ConnectorMetrics {
     ),
   );
 
+  // Promscale's cache metrics, for the one cache we have: the series cache
+  // (Promscale's labels type="metric", name="series"). See watchSeriesCache().
+
+  readonly promCacheEnabled = this.registry.register(
+    new Gauge("promscale_cache_enabled", "Cache is enabled or not (1), by type and name."),
+  );
+  readonly promCacheElements = this.registry.register(
+    new Gauge("promscale_cache_elements", "Elements in the cache, by type and name."),
+  );
+  readonly promCacheCapacity = this.registry.register(
+    new Gauge(
+      "promscale_cache_capacity_elements",
+      "Capacity of the cache in elements, by type and name (--metrics.cache.series.max-size).",
+    ),
+  );
+  readonly promCacheEvictions = this.registry.register(
+    new CollectedCounter(
+      "promscale_cache_evictions_total",
+      "Elements dropped from the cache to make room, by type and name.",
+    ),
+  );
+  readonly promCacheQueries = this.registry.register(
+    new CollectedCounter(
+      "promscale_cache_queries_total",
+      "Lookups in the cache, by type and name.",
+    ),
+  );
+  readonly promCacheHits = this.registry.register(
+    new CollectedCounter(
+      "promscale_cache_query_hits_total",
+      "Lookups in the cache that found the element, by type and name.",
+    ),
+  );
+
+  // Promscale's database request metrics. A request here is one unit of
+  // gated database work: a write request's statements (series ids,
+  // partitions, COPY) together (method="write"), or one read
+  // (method="read"). See databaseRequest().
+
+  readonly promDbRequests = this.registry.register(
+    new Counter(
+      "promscale_database_requests_total",
+      'Database requests by method ("write": the statements of one write request; "read": ' +
+        "one remote read or PromQL fetch).",
+    ),
+  );
+  readonly promDbRequestErrors = this.registry.register(
+    new Counter(
+      "promscale_database_request_errors_total",
+      "Database requests that failed, by method.",
+    ),
+  );
+  readonly promDbRequestDuration = this.registry.register(
+    new Histogram(
+      "promscale_database_requests_duration_seconds",
+      "Time taken by database requests once they have a connection slot, by method.",
+      [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    ),
+  );
+  readonly promDbHealthChecks = this.registry.register(
+    new CollectedCounter(
+      "promscale_sql_database_health_check_total",
+      "Database health checks performed (the /healthz probe, SELECT 1 about once a second).",
+    ),
+  );
+  readonly promDbHealthCheckErrors = this.registry.register(
+    new CollectedCounter(
+      "promscale_sql_database_health_check_errors_total",
+      "Database health checks that failed or were not answered in time.",
+    ),
+  );
+
+  /** Exports the series cache under Promscale's cache metrics (read at scrape time). */
+  watchSeriesCache(
+    cache: { size: number; maxSize: number; evictions: number; queries: number; hits: number },
+  ): void {
+    const labels = { type: "metric", name: "series" };
+    this.promCacheEnabled.set(labels, 1);
+    this.promCacheElements.collect = (g) => g.set(labels, cache.size);
+    this.promCacheCapacity.collect = (g) => g.set(labels, cache.maxSize);
+    this.promCacheEvictions.collect = (c) => c.set(labels, cache.evictions);
+    this.promCacheQueries.collect = (c) => c.set(labels, cache.queries);
+    this.promCacheHits.collect = (c) => c.set(labels, cache.hits);
+  }
+
+  /** Exports the health probe's checks under Promscale's health check counters. */
+  watchHealthProbe(probe: { probes: number; failures: number }): void {
+    this.promDbHealthChecks.collect = (c) => c.set({}, probe.probes);
+    this.promDbHealthCheckErrors.collect = (c) => c.set({}, probe.failures);
+  }
+
+  /** Records one unit of database work under Promscale's database request metrics. */
+  databaseRequest(method: string, seconds: number, failed: boolean): void {
+    const labels = { method };
+    this.promDbRequests.inc(labels);
+    // Errors start at 0, so that an error ratio has a denominator and a numerator.
+    this.promDbRequestErrors.inc(labels, failed ? 1 : 0);
+    this.promDbRequestDuration.observe(seconds, labels);
+  }
+
   /** Cluster → leader, as last copied into promscale_ha_cluster_leader_info. */
   #haLeaders = new Map<string, string>();
 
