@@ -309,3 +309,67 @@ Deno.test("retention forgets HA clusters no connector heard for a week, and only
     await db.drop();
   }
 });
+
+Deno.test("retention reaches exemplars, created timestamps and orphaned histogram rows", async () => {
+  const db = await freshDatabase("retention_data_model");
+  try {
+    await migrate(db.sql);
+    await db.sql`SELECT prom_api.set_default_retention_period(interval '2 days')`;
+    const [{ series_id: id }] = await db.sql<{ series_id: string }[]>`
+      SELECT series_id FROM _prom_catalog.get_or_create_series(
+        ARRAY[${JSON.stringify({ __name__: "h_metric", job: "retention" })}::text]::jsonb[])`;
+    const old = "now() - interval '10 days'";
+    await db.sql.unsafe(
+      `INSERT INTO _prom_data.exemplars (series_id, time, value, labels) VALUES
+         ($1, ${old}, 1, '{"trace_id":"old"}'), ($1, now(), 2, '{"trace_id":"new"}')`,
+      [id],
+    );
+    await db.sql.unsafe(
+      `INSERT INTO _prom_data.created_timestamps (series_id, created) VALUES
+         ($1, ${old}), ($1, now() - interval '1 hour')`,
+      [id],
+    );
+    // Histogram rows: one whose count row is gone and that is two hours old
+    // (removed), one with its count row (kept), one without that is new
+    // (kept: its count row may still be on its way through HA).
+    const hist = (t: string, receivedAgo: string) =>
+      db.sql.unsafe(
+        `INSERT INTO _prom_data.histogram_samples (series_id, time, is_float, schema, reset_hint,
+           count, sum, zero_threshold, zero_count, positive_spans, positive_counts,
+           negative_spans, negative_counts, custom_values, received_at)
+         VALUES ($1, ${t}, false, 0, 0, 1, 1, 0, 0, '{}', '{}', '{}', '{}', '{}',
+                 now() - interval '${receivedAgo}')`,
+        [id],
+      );
+    await hist("now() - interval '3 hours'", "2 hours");
+    await hist("now() - interval '2 hours'", "2 hours");
+    await db.sql`SELECT _prom_catalog.ensure_partitions(ARRAY[now() - interval '2 hours'])`;
+    await db.sql`INSERT INTO _prom_data.samples (series_id, time, value)
+                 SELECT ${id}, time, 1 FROM _prom_data.histogram_samples
+                 WHERE time > now() - interval '150 minutes'`;
+    await hist("now() - interval '1 hour'", "1 minute");
+    const lines: string[] = [];
+    const job = new RetentionJob({
+      sql: db.sql,
+      log: new Logger("info", "logfmt", (l) => lines.push(l)),
+      deleteBatch: 1,
+    });
+    await job.runOnce();
+    const count = async (q: string) => (await db.sql.unsafe<{ n: number }[]>(q))[0].n;
+    assertEquals(
+      await count(
+        `SELECT count(*)::int AS n FROM _prom_data.exemplars WHERE labels->>'trace_id' = 'new'`,
+      ),
+      1,
+    );
+    assertEquals(await count(`SELECT count(*)::int AS n FROM _prom_data.exemplars`), 1);
+    assertEquals(await count(`SELECT count(*)::int AS n FROM _prom_data.created_timestamps`), 1);
+    const left = await db.sql<{ ago: string }[]>`
+      SELECT (now() - time)::text AS ago FROM _prom_data.histogram_samples ORDER BY time`;
+    assertEquals(left.map((r) => r.ago.slice(0, 2)), ["02", "01"]);
+    assert(lines.some((l) => l.includes("Retention deleted expired exemplars")), lines.join("\n"));
+    assert(lines.some((l) => l.includes("expired histogram samples")), lines.join("\n"));
+  } finally {
+    await db.drop();
+  }
+});

@@ -146,6 +146,7 @@ export class RetentionJob {
         await this.#dropExpired(conn, result);
         await this.#deleteExpiredRows(conn, result);
         await this.#deleteExpiredCompressed(conn);
+        await this.#deleteExpiredDataModel(conn);
         await this.#forgetClusters(conn, result);
       } finally {
         await conn`SELECT pg_advisory_unlock(${RETENTION_LOCK_KEY})`.catch(() => {});
@@ -231,6 +232,44 @@ export class RetentionJob {
     }
     for (const [metric, windows] of Object.entries(total)) {
       this.o.log.info("Retention deleted expired compressed windows", { metric, windows });
+    }
+  }
+
+  /**
+   * Deletes expired exemplars and created timestamps, and the native
+   * histogram rows whose count row is gone (dropped with its partition
+   * above, or judged an HA copy) once they are an hour old (migration 9).
+   */
+  async #deleteExpiredDataModel(conn: Sql): Promise<void> {
+    const batch = this.o.deleteBatch ?? DEFAULT_DELETE_BATCH;
+    const total = new Map<string, number>();
+    const add = (what: string, metric: string, n: number) => {
+      const key = `${what}\u0000${metric}`;
+      total.set(key, (total.get(key) ?? 0) + n);
+    };
+    while (true) {
+      const rows = await conn<{ what: string; metric_name: string; removed: string }[]>`
+        SELECT what, metric_name, removed::text
+        FROM _prom_catalog.drop_expired_data_model(${batch})`;
+      let most = 0;
+      for (const r of rows) {
+        add(r.what, r.metric_name, Number(r.removed));
+        most = Math.max(most, Number(r.removed));
+      }
+      if (most < batch) break;
+    }
+    while (true) {
+      const [{ n }] = await conn<{ n: string }[]>`
+        SELECT _prom_catalog.histogram_gc(interval '1 hour', ${batch})::text AS n`;
+      if (Number(n) > 0) add("histogram samples", "", Number(n));
+      if (Number(n) < batch) break;
+    }
+    for (const [key, n] of total) {
+      const [what, metric] = key.split("\u0000");
+      this.o.log.info(
+        `Retention deleted expired ${what}`,
+        metric ? { metric, rows: n } : { rows: n },
+      );
     }
   }
 

@@ -20,6 +20,7 @@
 import { DATA_MODEL_MIGRATION } from "./data_model.ts";
 import { PROMSCALE_SQL } from "./promscale_sql.ts";
 import { COMPRESSED_MIGRATION } from "./compressed.ts";
+import { DATA_MODEL_RETENTION_MIGRATION } from "./data_model_retention.ts";
 
 /** A migration: its version, a description, and the SQL to run. */
 export interface Migration {
@@ -977,6 +978,7 @@ MIGRATIONS.push({ version: 5, description: "forget silent HA clusters", sql: HA_
 MIGRATIONS.push(PROMSCALE_SQL);
 MIGRATIONS.push(DATA_MODEL_MIGRATION);
 MIGRATIONS.push(COMPRESSED_MIGRATION); // version 8, src/storage/migrations/compressed.ts
+MIGRATIONS.push(DATA_MODEL_RETENTION_MIGRATION); // version 9, data_model_retention.ts
 
 /** The schema version this build brings the database to. */
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
