@@ -11,11 +11,8 @@
  *
  * @module
  */
-import {
-  decodeWriteRequest,
-  parseWriteRequest,
-  uncompressSnappyBlock,
-} from "../src/remote_write/decode.ts";
+import { decodeWriteRequest, parseWriteRequest } from "../src/remote_write/decode.ts";
+import { uncompressSnappyBlock } from "../src/wire/snappy.ts";
 import { loadPlan } from "./payloads.ts";
 import { cpuSeconds } from "./proc.ts";
 

@@ -15,7 +15,8 @@
  */
 import { snappy } from "../deps.ts";
 import { WriteRequestFull, WriteRequestV2 } from "../proto/data_model_protos.ts";
-import { decodeWriteRequest, uncompressSnappyBlock } from "../src/remote_write/decode.ts";
+import { decodeWriteRequest } from "../src/remote_write/decode.ts";
+import { uncompressSnappyBlock } from "../src/wire/snappy.ts";
 import { decodeWriteRequestV2, parseWriteRequestV2 } from "../src/remote_write/decode_v2.ts";
 import { parseWriteRequest } from "../src/remote_write/decode.ts";
 import { benchLabels, benchValue } from "./payloads.ts";

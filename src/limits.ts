@@ -23,9 +23,6 @@
 import { HttpError } from "./errors.ts";
 import { ProtoDecodeError, ProtoReader, WIRE_LEN } from "./wire/protowire.ts";
 
-// Moved to wire/snappy.ts; re-exported for existing importers.
-export { snappyDeclaredLength } from "./wire/snappy.ts";
-
 /** Default of --web.max-series-per-request. */
 export const DEFAULT_MAX_SERIES_PER_REQUEST = 200_000;
 /** Default of --web.max-labels-per-request (label pairs over all series of a request). */

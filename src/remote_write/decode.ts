@@ -52,11 +52,6 @@ import {
   wireTypeName,
 } from "../wire/protowire.ts";
 
-// Moved to ingest.ts and wire/snappy.ts; re-exported for existing importers.
-export type { DecodedSeries, DecodedWrite, Label } from "../ingest.ts";
-export { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS } from "../ingest.ts";
-export { uncompressSnappyBlock } from "../wire/snappy.ts";
-
 /** Size limits for {@linkcode decodeWriteRequest}. */
 export interface DecodeLimits {
   /** Largest decompressed size accepted, checked against the snappy header. */

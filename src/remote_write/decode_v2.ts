@@ -40,13 +40,12 @@ import {
   type WriteExtras,
 } from "./data_model.ts";
 import {
-  type DecodedSeries,
-  type DecodedWrite,
   type DecodeLimits,
   DEFAULT_MAX_LABEL_BYTES,
   DEFAULT_MAX_LABELS_PER_SERIES,
-  uncompressSnappyBlock,
 } from "./decode.ts";
+import type { DecodedSeries, DecodedWrite } from "../ingest.ts";
+import { uncompressSnappyBlock } from "../wire/snappy.ts";
 import {
   decodeText,
   ProtoDecodeError,

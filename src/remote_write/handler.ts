@@ -25,11 +25,6 @@ import {
   scanWriteRequest,
 } from "../limits.ts";
 
-// Moved to ingest.ts and body.ts; re-exported for existing importers.
-export type { FilterResult, IngestFilter } from "../ingest.ts";
-export { passThrough } from "../ingest.ts";
-export { readBody } from "../body.ts";
-
 /** Limits and collaborators of the write handler. */
 export interface WriteHandlerOptions {
   maxRequestBytes: number;

@@ -8,9 +8,6 @@ import { postgres, type Sql } from "../../deps.ts";
 import { UnavailableError } from "../errors.ts";
 import * as net from "node:net";
 
-// Moved to db_errors.ts; re-exported for existing importers.
-export { mapDbError } from "../db_errors.ts";
-
 /** Pool settings, from the resolved Config. */
 export interface PoolOptions {
   uri: string;

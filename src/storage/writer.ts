@@ -31,14 +31,6 @@ import type { SeriesCache } from "./series_cache.ts";
 import { resolveSeriesIds } from "./series_ids.ts";
 import { DataModelWriter } from "./data_model_writer.ts";
 
-// Moved to ingest.ts; re-exported for existing importers.
-export type { Fence, SampleWriter, WriteOptions, WriteResult, WriteSeries } from "../ingest.ts";
-export { FenceError } from "../ingest.ts";
-// Moved to copy_format.ts, series_ids.ts and pg_patches.ts; re-exported for existing importers.
-export { combineCopies, encodeCopy } from "./copy_format.ts";
-export { labelsJson, seriesKey } from "./series_ids.ts";
-export { copyIn } from "./pg_patches.ts";
-
 /** Rows of one request waiting for a COPY. */
 interface PendingRows {
   /** Rows for _prom_data.samples (null when none). */

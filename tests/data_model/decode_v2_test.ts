@@ -68,7 +68,7 @@ function snappyDecompressed(body: Uint8Array): Uint8Array {
   return protobufRoundTrip(body);
 }
 
-import { uncompressSnappyBlock } from "../../src/remote_write/decode.ts";
+import { uncompressSnappyBlock } from "../../src/wire/snappy.ts";
 function protobufRoundTrip(body: Uint8Array): Uint8Array {
   return uncompressSnappyBlock(body, 32 << 20, "test");
 }

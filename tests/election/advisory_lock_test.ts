@@ -12,7 +12,7 @@ import {
 } from "../../src/election/advisory_lock.ts";
 import { ElectionFilter, NOT_ELECTED } from "../../src/election/filter.ts";
 import { UnavailableError } from "../../src/errors.ts";
-import type { DecodedWrite } from "../../src/remote_write/decode.ts";
+import type { DecodedWrite } from "../../src/ingest.ts";
 import { silentLogger } from "../../src/telemetry/log.ts";
 import { ConnectorMetrics } from "../../src/telemetry/metrics.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "../helpers/assert.ts";

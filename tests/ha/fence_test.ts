@@ -10,7 +10,8 @@ import { freshDatabase } from "../helpers/db.ts";
 import { migrate } from "../../src/storage/migrate.ts";
 import { Gate } from "../../src/storage/db.ts";
 import { SeriesCache } from "../../src/storage/series_cache.ts";
-import { FenceError, PgWriter, type WriteSeries } from "../../src/storage/writer.ts";
+import { PgWriter } from "../../src/storage/writer.ts";
+import { FenceError, type WriteSeries } from "../../src/ingest.ts";
 import { PgLeaseStore } from "../../src/ha/lease_store.ts";
 
 const timings = { leaseTimeoutMs: 60_000, leaseRefreshMs: 10_000, failoverTimeoutMs: 30_000 };

@@ -21,9 +21,7 @@ import type { LeaseStore, ReconcileResult } from "../../src/ha/lease_store.ts";
 import { HaClusters, type Timers } from "../../src/ha/clusters.ts";
 import { HaFilter } from "../../src/ha/filter.ts";
 import { BadRequestError, UnavailableError } from "../../src/errors.ts";
-import type { DecodedSeries, DecodedWrite } from "../../src/remote_write/decode.ts";
-import type { FilterResult } from "../../src/remote_write/handler.ts";
-import type { WriteSeries } from "../../src/storage/writer.ts";
+import type { DecodedSeries, DecodedWrite, FilterResult, WriteSeries } from "../../src/ingest.ts";
 import { ConnectorMetrics } from "../../src/telemetry/metrics.ts";
 import { Logger } from "../../src/telemetry/log.ts";
 

@@ -8,7 +8,7 @@ import { ReadRequest, ReadResponse } from "../../proto/messages.ts";
 import { decodeReadRequest } from "../../src/remote_read/decode.ts";
 import { encodeReadResponse, type ResultSeries } from "../../src/remote_read/encode.ts";
 import { BadRequestError } from "../../src/errors.ts";
-import { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS } from "../../src/remote_write/decode.ts";
+import { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS } from "../../src/ingest.ts";
 import { assertEquals, assertThrows } from "../helpers/assert.ts";
 import { STALE_NAN_BITS } from "../helpers/payload.ts";
 

@@ -5,13 +5,11 @@ import { REMOTE_PROTO } from "../../proto/remote_proto.ts";
 import { BadRequestError } from "../../src/errors.ts";
 import { varintBytes } from "../../src/wire/varint.ts";
 import {
-  type DecodedWrite,
   type DecodeLimits,
   decodeWriteRequest,
-  MAX_TIMESTAMP_MS,
-  MIN_TIMESTAMP_MS,
   parseWriteRequest,
 } from "../../src/remote_write/decode.ts";
+import { type DecodedWrite, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS } from "../../src/ingest.ts";
 import {
   encodeWriteRequest,
   nodeExporterSeries,

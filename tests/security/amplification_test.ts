@@ -25,9 +25,8 @@ import {
 import { killAll, processMemory, startConnector } from "../helpers/procs.ts";
 import { MemoryBudget, scanWriteRequest } from "../../src/limits.ts";
 import { writeHandler } from "../../src/remote_write/handler.ts";
-import { passThrough } from "../../src/remote_write/handler.ts";
-import { uncompressSnappyBlock } from "../../src/remote_write/decode.ts";
-import type { SampleWriter } from "../../src/storage/writer.ts";
+import { passThrough, type SampleWriter } from "../../src/ingest.ts";
+import { uncompressSnappyBlock } from "../../src/wire/snappy.ts";
 
 const MiB = 1024 * 1024;
 const BUDGET = 512 * MiB;

@@ -5,7 +5,9 @@
  */
 import type { Sql } from "../../deps.ts";
 import { migrate } from "../../src/storage/migrate.ts";
-import { copyIn, encodeCopy, type WriteSeries } from "../../src/storage/writer.ts";
+import { copyIn } from "../../src/storage/pg_patches.ts";
+import { encodeCopy } from "../../src/storage/copy_format.ts";
+import type { WriteSeries } from "../../src/ingest.ts";
 import { Compactor, type CompactResult } from "../../src/storage/compactor.ts";
 import { silentLogger } from "../../src/telemetry/log.ts";
 

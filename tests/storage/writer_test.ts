@@ -6,7 +6,7 @@
  */
 import { inProcessConnector } from "../helpers/connector.ts";
 import type { Connector } from "../../src/app.ts";
-import { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS } from "../../src/remote_write/decode.ts";
+import { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS } from "../../src/ingest.ts";
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { type FreshDatabase, freshDatabase } from "../helpers/db.ts";
 import {
