@@ -6,9 +6,9 @@
  * API (Grafana's `$__rate_interval` as 1m, `$job` as all jobs). Each must
  * parse and evaluate, and return series unless the panel shows something
  * that may legitimately be absent (no 503s, no drops, no retention yet).
- * The alert rules (packaging/mixin/alerts.yaml, Promscale's ingest alerts
- * among them) are evaluated on the same Prometheus: each expression
- * evaluates, and each metric it names has series there.
+ * The alert rules (packaging/mixin/alerts.yaml, Promscale's ingest, cache
+ * and storage alerts among them) are evaluated on the same Prometheus:
+ * each expression evaluates, and each metric it names has series there.
  *
  * Needs /usr/bin/prometheus (PROMETHEUS_BIN); takes about 15 s.
  */
@@ -128,7 +128,8 @@ Deno.test({
         await new Promise((r) => setTimeout(r, 1000));
       }
       // The alert rules evaluate there too (firing or not), and every
-      // metric they name has series: Promscale's ingest alerts see ours.
+      // metric they name has series: Promscale's ingest, cache and storage
+      // alerts see ours.
       const rules = await alertRules();
       assert(rules.some((r) => r.alert === "PromscaleIngestHighErrorRate"));
       for (const r of rules) {
