@@ -434,7 +434,7 @@ Deno.test("ElectionFilter: the leader stores, a follower drops with 2xx and coun
 
 Deno.test("AdvisoryLockElection refuses the keys of the connector's own advisory locks", () => {
   const metrics = new ConnectorMetrics();
-  assertEquals(INTERNAL_LOCK_KEYS.size, 3, "migrations, partitions, retention");
+  assertEquals(INTERNAL_LOCK_KEYS.size, 4, "migrations, partitions, retention, compaction");
   for (const [key, what] of INTERNAL_LOCK_KEYS) {
     assertThrows(
       () =>
