@@ -7,7 +7,8 @@
  *   `eval.ts` over samples fetched from PostgreSQL (`fetch.ts`);
  * - `/api/v1/series`, `/api/v1/labels`, `/api/v1/label/<name>/values`;
  * - `/api/v1/metadata` (the metric metadata remote write delivered),
- *   `/api/v1/query_exemplars` (empty: exemplars are not stored),
+ *   `/api/v1/query_exemplars` (the exemplars remote write delivered, of
+ *   every vector selector of the query, `start`..`end` inclusive),
  *   `/api/v1/status/buildinfo`.
  *
  * Answers have Prometheus's shape: `{"status":"success","data":…}` or
@@ -114,9 +115,7 @@ export function promqlHandler(o: PromqlApiOptions): (req: Request) => Promise<Re
           ? await o.store.metadata(params.get("metric") ?? "", limit(params))
           : {};
       } else if (path === "/api/v1/query_exemplars") {
-        if (!params.get("query")) throw new ApiError("bad_data", "query parameter is required");
-        parseOrBadData(params.get("query")!);
-        data = [];
+        data = await queryExemplars(o, params);
       } else {
         data = {
           version: "2.42.0",
@@ -235,6 +234,32 @@ async function fetchData(
     clearTimeout(timer);
     fetch.catch(() => {});
   }
+}
+
+/** `/api/v1/query_exemplars`: Prometheus's request and response shapes. */
+async function queryExemplars(o: PromqlApiOptions, params: URLSearchParams): Promise<unknown> {
+  if (!params.get("query")) throw new ApiError("bad_data", "query parameter is required");
+  const { minMs, maxMs } = timeRange(params);
+  const startMs = minMs ?? Number.NEGATIVE_INFINITY;
+  const endMs = maxMs ?? Number.POSITIVE_INFINITY;
+  if (endMs < startMs) {
+    throw new ApiError("bad_data", "end timestamp must not be before start time");
+  }
+  const expr = parseOrBadData(params.get("query")!);
+  // Every vector selector of the expression (offsets and @ do not apply:
+  // Prometheus selects exemplars by the matchers and start..end alone).
+  const q: QueryTimes = { startMs: 0, endMs: 0, stepMs: 0, lookbackMs: 0, subqueryStepMs: 1 };
+  const sets = [...selectorRanges(expr, q).keys()].map((vs) => vs.matchers);
+  if (!sets.length || !o.store.exemplars) return [];
+  const series = await o.store.exemplars(sets, startMs, endMs);
+  return series.map((s) => ({
+    seriesLabels: sortedLabels(s.seriesLabels),
+    exemplars: s.exemplars.map((e) => ({
+      labels: sortedLabels(e.labels),
+      value: formatValue(e.value),
+      timestamp: e.timestampMs / 1000,
+    })),
+  }));
 }
 
 function parseOrBadData(text: string): Expr {

@@ -50,6 +50,18 @@ export interface PromqlStore {
    * Absent: none is stored.
    */
   metadata?(metric: string, limit: number): Promise<Record<string, MetricMetadata[]>>;
+  /**
+   * The exemplars of the series any matcher list selects, in [minMs, maxMs]
+   * (inclusive), per series sorted by labels, each series' exemplars by
+   * time (`/api/v1/query_exemplars`). Absent: none is stored.
+   */
+  exemplars?(sets: LabelMatcher[][], minMs: number, maxMs: number): Promise<SeriesExemplars[]>;
+}
+
+/** One series of `/api/v1/query_exemplars`. */
+export interface SeriesExemplars {
+  seriesLabels: Labels;
+  exemplars: { labels: Labels; value: number; timestampMs: number }[];
 }
 
 /** One metadata entry of `/api/v1/metadata`. */
@@ -190,6 +202,42 @@ export class PgPromqlStore implements PromqlStore {
       const out: Record<string, MetricMetadata[]> = {};
       for (const r of rows) out[r.metric_name] = [{ type: r.type, help: r.help, unit: r.unit }];
       return out;
+    });
+  }
+
+  exemplars(sets: LabelMatcher[][], minMs: number, maxMs: number): Promise<SeriesExemplars[]> {
+    if (minMs > maxMs || sets.length === 0) return Promise.resolve([]);
+    return this.run(async (sql) => {
+      const { where, params } = this.where(sets, { minMs: null, maxMs: null });
+      params.push(new Date(clamp(minMs)).toISOString(), new Date(clamp(maxMs)).toISOString());
+      const n = params.length;
+      // float8send: every bit of the value (postgres.js reads float8 as text).
+      const rows = await sql.unsafe<
+        { id: string; labels: string; el: string; v: Uint8Array; ms: number }[]
+      >(
+        `SELECT s.id::text AS id, s.labels::text AS labels, e.labels::text AS el,
+                float8send(e.value) AS v,
+                floor(extract(epoch FROM e.time) * 1000)::float8 AS ms
+         FROM _prom_catalog.series s JOIN _prom_data.exemplars e ON e.series_id = s.id
+         WHERE ${where} AND e.time >= $${n - 1}::timestamptz AND e.time <= $${n}::timestamptz
+         ORDER BY s.id, e.time, e.labels::text`,
+        params as never[],
+      );
+      const out: SeriesExemplars[] = [];
+      let last: string | null = null;
+      for (const r of rows) {
+        if (r.id !== last) {
+          out.push({ seriesLabels: JSON.parse(r.labels) as Labels, exemplars: [] });
+          last = r.id;
+        }
+        const dv = new DataView(r.v.buffer, r.v.byteOffset, r.v.byteLength);
+        out[out.length - 1].exemplars.push({
+          labels: JSON.parse(r.el) as Labels,
+          value: dv.getFloat64(0, false),
+          timestampMs: Number(r.ms),
+        });
+      }
+      return out.sort((a, b) => compareLabels(a.seriesLabels, b.seriesLabels));
     });
   }
 
