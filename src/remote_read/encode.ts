@@ -29,6 +29,18 @@ export interface ResultSeries {
   valuesBE: Uint8Array;
   /** Native histogram samples, ascending (`TimeSeries.histograms`, field 4). */
   histograms?: StoredHistogram[];
+  /** Exemplars, ascending by timestamp (`TimeSeries.exemplars`, field 3). */
+  exemplars?: ResultExemplar[];
+}
+
+/** One exemplar of a series (`prometheus.Exemplar`). */
+export interface ResultExemplar {
+  /** Sorted by name. */
+  labels: { name: string; value: string }[];
+  /** The value, 8 bytes, IEEE 754 big-endian (what `float8send` returns). */
+  valueBE: Uint8Array;
+  /** ms since the epoch. */
+  timestamp: number;
 }
 
 const TWO_32 = 4_294_967_296;
@@ -54,8 +66,16 @@ class Out {
 }
 
 /** Sizes computed in the first pass, reused in the second. */
+interface PlannedLabel {
+  name: Uint8Array;
+  value: Uint8Array;
+  size: number;
+}
+
 interface Planned {
-  labels: { name: Uint8Array; value: Uint8Array; size: number }[];
+  labels: PlannedLabel[];
+  /** Per exemplar: its labels and its message size. */
+  exemplars: { labels: PlannedLabel[]; size: number }[];
   /** The encoded `prometheus.Histogram` messages. */
   histograms: Uint8Array[];
   size: number;
@@ -79,26 +99,32 @@ export function encodeReadResponse(results: ResultSeries[][]): Uint8Array {
         );
       }
       let size = 0;
-      const labels = s.labels.map((l) => {
-        const name = encoder.encode(l.name);
-        const value = encoder.encode(l.value);
-        // Label: name = 1, value = 2 (strings).
-        const labelSize = 1 + varintSize(name.length) + name.length + 1 +
-          varintSize(value.length) + value.length;
-        size += 1 + varintSize(labelSize) + labelSize;
-        return { name, value, size: labelSize };
-      });
+      const labels = planLabels(s.labels);
+      for (const l of labels) size += 1 + varintSize(l.size) + l.size;
       const ts = s.timestamps;
       for (let i = 0; i < ts.length; i++) {
         // Sample: value = 1 (fixed64, 9 bytes with its key), timestamp = 2 (varint).
         size += 2 + 9 + 1 + int64Size(ts[i]);
       }
+      const exemplars = (s.exemplars ?? []).map((e) => {
+        if (e.valueBE.length !== 8) {
+          throw new Error(
+            `Cannot encode read response: exemplar value of ${e.valueBE.length} bytes`,
+          );
+        }
+        const labels = planLabels(e.labels);
+        // Exemplar: labels = 1, value = 2 (fixed64, 9 bytes with its key), timestamp = 3.
+        let m = 9 + 1 + int64Size(e.timestamp);
+        for (const l of labels) m += 1 + varintSize(l.size) + l.size;
+        size += 1 + varintSize(m) + m;
+        return { labels, size: m };
+      });
       const histograms = (s.histograms ?? []).map((h) => {
         const m = encodeHistogram(h.histogram, h.timestamp);
         size += 1 + varintSize(m.length) + m.length;
         return m;
       });
-      planned.push({ labels, histograms, size });
+      planned.push({ labels, exemplars, histograms, size });
       resultSize += 1 + varintSize(size) + size;
     }
     plans.push(planned);
@@ -117,16 +143,7 @@ export function encodeReadResponse(results: ResultSeries[][]): Uint8Array {
       const plan = plans[r][k];
       out.varint(0x0a); // QueryResult.timeseries = 1
       out.varint(plan.size);
-      for (const l of plan.labels) {
-        out.varint(0x0a); // TimeSeries.labels = 1
-        out.varint(l.size);
-        out.varint(0x0a); // Label.name = 1
-        out.varint(l.name.length);
-        out.bytes(l.name);
-        out.varint(0x12); // Label.value = 2
-        out.varint(l.value.length);
-        out.bytes(l.value);
-      }
+      for (const l of plan.labels) writeLabel(out, l); // TimeSeries.labels = 1
       const ts = s.timestamps;
       const v = s.valuesBE;
       for (let i = 0; i < ts.length; i++) {
@@ -141,6 +158,17 @@ export function encodeReadResponse(results: ResultSeries[][]): Uint8Array {
         buf[out.pos++] = 0x10; // Sample.timestamp = 2, varint
         out.int64(ts[i]);
       }
+      for (let i = 0; i < plan.exemplars.length; i++) {
+        const e = s.exemplars![i];
+        const pe = plan.exemplars[i];
+        out.varint(0x1a); // TimeSeries.exemplars = 3
+        out.varint(pe.size);
+        for (const l of pe.labels) writeLabel(out, l); // Exemplar.labels = 1
+        buf[out.pos++] = 0x11; // Exemplar.value = 2, fixed64
+        for (let j = 7; j >= 0; j--) buf[out.pos++] = e.valueBE[j];
+        buf[out.pos++] = 0x18; // Exemplar.timestamp = 3, varint
+        out.int64(e.timestamp);
+      }
       for (const h of plan.histograms) {
         out.varint(0x22); // TimeSeries.histograms = 4
         out.varint(h.length);
@@ -152,6 +180,30 @@ export function encodeReadResponse(results: ResultSeries[][]): Uint8Array {
     throw new Error(`Cannot encode read response: wrote ${out.pos} bytes, planned ${total}`);
   }
   return buf;
+}
+
+/** Labels encoded, with the size of each `Label` message. */
+function planLabels(ls: { name: string; value: string }[]): PlannedLabel[] {
+  return ls.map((l) => {
+    const name = encoder.encode(l.name);
+    const value = encoder.encode(l.value);
+    // Label: name = 1, value = 2 (strings).
+    const size = 1 + varintSize(name.length) + name.length + 1 + varintSize(value.length) +
+      value.length;
+    return { name, value, size };
+  });
+}
+
+/** A `Label` as field 1 of its parent (TimeSeries.labels, Exemplar.labels). */
+function writeLabel(out: Out, l: PlannedLabel): void {
+  out.varint(0x0a);
+  out.varint(l.size);
+  out.varint(0x0a); // Label.name = 1
+  out.varint(l.name.length);
+  out.bytes(l.name);
+  out.varint(0x12); // Label.value = 2
+  out.varint(l.value.length);
+  out.bytes(l.value);
 }
 
 /** The snappy-compressed response body. */

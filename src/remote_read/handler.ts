@@ -10,7 +10,10 @@
  *
  * Only the sampled response type is served (SAMPLES): Prometheus sends an
  * empty list of accepted types, which means SAMPLES, and clients that
- * prefer STREAMED_XOR_CHUNKS list SAMPLES too.
+ * prefer STREAMED_XOR_CHUNKS list SAMPLES too. A sampled response carries
+ * each series' exemplars in the queried time range (`TimeSeries.exemplars`).
+ * STREAMED_XOR_CHUNKS, were it served, could not: its `ChunkedSeries` has
+ * no exemplar field.
  *
  * @module
  */
@@ -65,6 +68,7 @@ export function readHandler(o: ReadHandlerOptions): (req: Request) => Promise<Re
         gate: o.gate,
         maxSamples: o.maxSamples,
         replicaLabel: o.replicaLabel,
+        exemplars: true,
       });
       const raw = encodeReadResponse(results);
       o.onRead?.(

@@ -13,6 +13,11 @@
  * `_prom_catalog.series_samples`, which reads rows and compressed windows
  * (docs/storage.md) with the time bounds applied to both.
  *
+ * With `exemplars`, one more statement per request (not per series) fetches
+ * the exemplars of every returned series in its query's time range
+ * (`float8send` again, for every bit of the value); a series is returned
+ * for its samples, and its exemplars come with it.
+ *
  * @module
  */
 import { HISTOGRAM_BYTES_SQL, histogramFromBytes, type StoredHistogram } from "./histograms.ts";
@@ -21,7 +26,7 @@ import { HttpError } from "../errors.ts";
 import { mapDbError } from "../db_errors.ts";
 import type { Gate } from "../storage/db.ts";
 import type { ReadQuery } from "./decode.ts";
-import { int64sFromBE, type ResultSeries } from "./encode.ts";
+import { int64sFromBE, type ResultExemplar, type ResultSeries } from "./encode.ts";
 import { matchersToSql } from "./matchers.ts";
 
 /** Default of the most samples one read request may return. */
@@ -40,6 +45,8 @@ export interface QuerierOptions {
    * otherwise select nothing; Promscale issue #619).
    */
   replicaLabel?: string;
+  /** Also fetch each returned series' exemplars (`ResultSeries.exemplars`). */
+  exemplars?: boolean;
 }
 
 /** Rows fetched per cursor round trip (each row is a whole series). */
@@ -58,6 +65,11 @@ export async function runQueries(
 ): Promise<{ results: ResultSeries[][]; samples: number }> {
   const run = async () => {
     const results: ResultSeries[][] = [];
+    // Per returned series (for exemplars): its id and its query's range.
+    const ids: string[] = [];
+    const from: string[] = [];
+    const to: string[] = [];
+    const returned: ResultSeries[] = [];
     let samples = 0;
     for (const q of queries) {
       const series: ResultSeries[] = [];
@@ -71,7 +83,7 @@ export async function runQueries(
       // presence row is stored, histograms.ts), and not those presence rows
       // as float samples.
       const text = `
-        SELECT ser.labels::text AS labels, x.n::int AS n, x.ts, x.vs, y.n::int AS hn, y.hb
+        SELECT ser.id::text AS id, ser.labels::text AS labels, x.n::int AS n, x.ts, x.vs, y.n::int AS hn, y.hb
         FROM (SELECT s.id, s.labels,
                 EXISTS (SELECT 1 FROM _prom_data.histogram_samples h WHERE h.series_id = s.id)
                   AS has_h
@@ -112,15 +124,23 @@ export async function runQueries(
                 `narrow the matchers or the time range`,
             );
           }
-          series.push({
+          const rs: ResultSeries = {
             labels: sortedLabels(row.labels),
             timestamps: int64sFromBE(row.ts ?? new Uint8Array(0)),
             valuesBE: row.vs ?? new Uint8Array(0),
             histograms: row.hn ? histogramsFromBytes(row.hb!) : undefined,
-          });
+          };
+          series.push(rs);
+          if (o.exemplars) {
+            ids.push(row.id);
+            from.push(isoTime(q.startMs));
+            to.push(isoTime(q.endMs));
+            returned.push(rs);
+          }
         }
       }
     }
+    if (returned.length) await addExemplars(o.sql, returned, ids, from, to);
     return { results, samples };
   };
   try {
@@ -130,7 +150,39 @@ export async function runQueries(
   }
 }
 
+/**
+ * The exemplars of `series[k]` (id `ids[k]`, times `from[k]`..`to[k]`
+ * inclusive), in one statement for all of them.
+ */
+async function addExemplars(
+  sql: Sql,
+  series: ResultSeries[],
+  ids: string[],
+  from: string[],
+  to: string[],
+): Promise<void> {
+  const rows = await sql.unsafe<{ k: string; labels: string; v: Uint8Array; ms: number }[]>(
+    `SELECT q.k::text AS k, e.labels::text AS labels, float8send(e.value) AS v,
+            floor(extract(epoch FROM e.time) * 1000)::float8 AS ms
+     FROM unnest($1::int8[], $2::timestamptz[], $3::timestamptz[]) WITH ORDINALITY
+            AS q(id, lo, hi, k)
+     JOIN _prom_data.exemplars e ON e.series_id = q.id AND e.time >= q.lo AND e.time <= q.hi
+     ORDER BY q.k, e.time, e.labels::text`,
+    [ids, from, to] as never[],
+  );
+  for (const r of rows) {
+    const s = series[Number(r.k) - 1];
+    const e: ResultExemplar = {
+      labels: sortedLabels(r.labels),
+      valueBE: r.v,
+      timestamp: Number(r.ms),
+    };
+    (s.exemplars ??= []).push(e);
+  }
+}
+
 interface Row {
+  id: string;
   labels: string;
   n: number;
   ts: Uint8Array | null;
