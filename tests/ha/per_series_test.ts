@@ -14,6 +14,10 @@ import type { Connector } from "../../src/app.ts";
 import { killAll, startConnector } from "../helpers/procs.ts";
 import { type Acks, type Behaviour, judge, keyOf, runReplicas, type Target } from "./sim.ts";
 
+/** Debian's libfaketime (package faketime); override with LIBFAKETIME. */
+const LIBFAKETIME = Deno.env.get("LIBFAKETIME") ??
+  "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
 const HA_ARGS = [
   "--metrics.high-availability",
   "--metrics.high-availability.failover-timeout",
@@ -70,10 +74,12 @@ async function withWorld(
     connectors.push(await inProcessConnector(db.uri, HA_ARGS, { pool: 4 }));
     const urls = [connectors[0].url];
     if (skewed) {
+      // libfaketime preloaded into the connector itself: the `faketime`
+      // program forks and waits, and stopping it left its child running.
       const svc = await startConnector({
         dbUri: db.uri,
         args: HA_ARGS,
-        wrapper: ["faketime", "-f", "-120s"],
+        env: { LD_PRELOAD: LIBFAKETIME, FAKETIME: "-120s" },
       });
       // The HTTP Date header shows the process's clock.
       const res = await fetch(`${svc.url}/healthz`);

@@ -21,6 +21,7 @@ import { DATA_MODEL_MIGRATION } from "./data_model.ts";
 import { PROMSCALE_SQL } from "./promscale_sql.ts";
 import { COMPRESSED_MIGRATION } from "./compressed.ts";
 import { DATA_MODEL_RETENTION_MIGRATION } from "./data_model_retention.ts";
+import { VIEWS_PER_SERIES_MIGRATION } from "./views_per_series.ts";
 
 /** A migration: its version, a description, and the SQL to run. */
 export interface Migration {
@@ -979,6 +980,7 @@ MIGRATIONS.push(PROMSCALE_SQL);
 MIGRATIONS.push(DATA_MODEL_MIGRATION);
 MIGRATIONS.push(COMPRESSED_MIGRATION); // version 8, src/storage/migrations/compressed.ts
 MIGRATIONS.push(DATA_MODEL_RETENTION_MIGRATION); // version 9, data_model_retention.ts
+MIGRATIONS.push(VIEWS_PER_SERIES_MIGRATION); // version 10, views_per_series.ts
 
 /** The schema version this build brings the database to. */
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
