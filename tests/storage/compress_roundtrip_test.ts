@@ -167,7 +167,8 @@ Deno.test("the compressed-storage migration keeps the existing metric views and 
     await setup(db.sql);
     const [{ def }] = await db.sql<{ def: string }[]>`
       SELECT pg_get_viewdef('prom_metric.old_metric'::regclass) AS def`;
-    assert(def.includes("all_samples"), def);
+    // Both forms, per series (migration 10).
+    assert(def.includes("compressed_samples") && def.includes("_prom_data.samples"), def);
     assertEquals(await readView(db.sql, "old_metric"), before);
     await compact(db.sql);
     assertEquals((await forms(db.sql)).rows, 0);
