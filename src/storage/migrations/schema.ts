@@ -22,6 +22,7 @@ import { PROMSCALE_SQL } from "./promscale_sql.ts";
 import { COMPRESSED_MIGRATION } from "./compressed.ts";
 import { DATA_MODEL_RETENTION_MIGRATION } from "./data_model_retention.ts";
 import { VIEWS_PER_SERIES_MIGRATION } from "./views_per_series.ts";
+import { HA_COMPRESSED_MIGRATION } from "./ha_compressed.ts";
 
 /** A migration: its version, a description, and the SQL to run. */
 export interface Migration {
@@ -595,7 +596,7 @@ export const HA_RECONCILE_LOCK_CLASS = 0x68617263; // "harc"
  * never double them, wherever the boundary lands and whatever the scrape
  * phases; they are reconciled like any other staged sample.
  */
-const HA_PER_SERIES = `
+export const HA_PER_SERIES = `
 CREATE TABLE _prom_data.ha_stage (
   series_id bigint NOT NULL,
   time      timestamptz NOT NULL,
@@ -981,6 +982,7 @@ MIGRATIONS.push(DATA_MODEL_MIGRATION);
 MIGRATIONS.push(COMPRESSED_MIGRATION); // version 8, src/storage/migrations/compressed.ts
 MIGRATIONS.push(DATA_MODEL_RETENTION_MIGRATION); // version 9, data_model_retention.ts
 MIGRATIONS.push(VIEWS_PER_SERIES_MIGRATION); // version 10, views_per_series.ts
+MIGRATIONS.push(HA_COMPRESSED_MIGRATION); // version 15, ha_compressed.ts
 
 /** The schema version this build brings the database to. */
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
