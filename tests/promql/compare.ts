@@ -1,8 +1,12 @@
 /**
  * Compares two answers of Prometheus's query API (ours and Prometheus's):
  * same status and errorType, same result type, same series (in order when
- * asked), same timestamps and values equal to 1e-9 relative ("NaN", "+Inf"
- * exactly).
+ * asked), same timestamps, and values printed the same: Prometheus prints
+ * the shortest text that gives the double back, as we do, so equal text is
+ * equal bits. Only where the two programs compute a value with different
+ * implementations (Go's math library against JavaScript's for logarithms,
+ * trigonometry, powers: see `inexactQuery`) values may differ by
+ * `RELATIVE_TOLERANCE` ("NaN", "+Inf" always exactly).
  */
 /** A response of the query API: its status and JSON body. */
 export interface Answer {
@@ -15,12 +19,35 @@ export interface Answer {
   };
 }
 
-function sameValue(a: string, b: string): boolean {
+/** Relative tolerance where the values come from different math libraries. */
+export const RELATIVE_TOLERANCE = 1e-12;
+
+/**
+ * Functions and operators whose results Go's math library and JavaScript's
+ * may round differently (by an ulp or so): the queries using them are
+ * compared to `RELATIVE_TOLERANCE`, all others bit for bit.
+ */
+const INEXACT = /\b(exp|ln|log2|log10|a?(sin|cos|tan)h?|atan2)\b|\^/;
+
+/** Whether `query` may legitimately differ from Prometheus in the last bits. */
+export function inexactQuery(query: string): boolean {
+  return INEXACT.test(query);
+}
+
+/** Values compared so far that were equal within the tolerance but not exactly. */
+export const inexact = { count: 0, examples: [] as string[] };
+
+function sameValue(a: string, b: string, tolerance: number): boolean {
   if (a === b) return true;
   const x = Number(a);
   const y = Number(b);
   if (!Number.isFinite(x) || !Number.isFinite(y)) return false;
-  return Math.abs(x - y) <= 1e-9 * Math.max(Math.abs(x), Math.abs(y));
+  const close = Math.abs(x - y) <= tolerance * Math.max(Math.abs(x), Math.abs(y));
+  if (close) {
+    inexact.count++;
+    if (inexact.examples.length < 5) inexact.examples.push(`${a} vs ${b}`);
+  }
+  return close;
 }
 
 type Point = [number, string];
@@ -34,8 +61,16 @@ function key(m: Record<string, string>): string {
   return JSON.stringify(Object.entries(m).sort());
 }
 
-/** Differences between two answers, as lines; empty when they agree. */
-export function compareAnswers(ours: Answer, theirs: Answer, ordered: boolean): string[] {
+/**
+ * Differences between two answers, as lines; empty when they agree. Values
+ * must be equal bit for bit unless a `tolerance` (relative) is given.
+ */
+export function compareAnswers(
+  ours: Answer,
+  theirs: Answer,
+  ordered: boolean,
+  tolerance = 0,
+): string[] {
   const diffs: string[] = [];
   if (theirs.body.status !== "success" || ours.body.status !== "success") {
     if (ours.body.status !== theirs.body.status || ours.body.errorType !== theirs.body.errorType) {
@@ -58,7 +93,9 @@ export function compareAnswers(ours: Answer, theirs: Answer, ordered: boolean): 
   if (a.resultType === "scalar" || a.resultType === "string") {
     const [ta, va] = a.result as Point;
     const [tb, vb] = b.result as Point;
-    if (ta !== tb || !sameValue(va, vb)) diffs.push(`ours ${ta} ${va}, Prometheus ${tb} ${vb}`);
+    if (ta !== tb || !sameValue(va, vb, tolerance)) {
+      diffs.push(`ours ${ta} ${va}, Prometheus ${tb} ${vb}`);
+    }
     return diffs;
   }
   const ia = a.result as Item[];
@@ -80,7 +117,7 @@ export function compareAnswers(ours: Answer, theirs: Answer, ordered: boolean): 
       continue;
     }
     for (let j = 0; j < pa.length; j++) {
-      if (pa[j][0] !== pb[j][0] || !sameValue(pa[j][1], pb[j][1])) {
+      if (pa[j][0] !== pb[j][0] || !sameValue(pa[j][1], pb[j][1], tolerance)) {
         diffs.push(`${ka[i]} point ${j}: ours ${pa[j]}, Prometheus ${pb[j]}`);
         break;
       }

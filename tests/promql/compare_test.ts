@@ -1,6 +1,6 @@
 /** The differential test's comparator must see the differences it exists to find. */
 import { assert, assertEquals } from "../helpers/assert.ts";
-import { compareAnswers } from "./compare.ts";
+import { compareAnswers, inexactQuery } from "./compare.ts";
 
 const ok = (resultType: string, result: unknown) => ({
   status: 200,
@@ -13,9 +13,18 @@ Deno.test("compareAnswers() finds differing values, series, types and errors", (
     compareAnswers(a, ok("vector", [{ metric: { a: "1" }, value: [1, "1.5"] }]), false),
     [],
   );
-  assertEquals(
-    compareAnswers(a, ok("vector", [{ metric: { a: "1" }, value: [1, "1.5000000000001"] }]), false),
-    [],
+  // One ulp apart: a difference, unless a tolerance is given.
+  const ulp = ok("vector", [{ metric: { a: "1" }, value: [1, "1.5000000000000002"] }]);
+  assert(compareAnswers(a, ulp, false).length);
+  assertEquals(compareAnswers(a, ulp, false, 1e-12), []);
+  assert(
+    compareAnswers(
+      a,
+      ok("vector", [{ metric: { a: "1" }, value: [1, "1.50000000001"] }]),
+      false,
+      1e-12,
+    )
+      .length,
   );
   assert(
     compareAnswers(a, ok("vector", [{ metric: { a: "1" }, value: [1, "1.6"] }]), false).length,
@@ -50,4 +59,25 @@ Deno.test("compareAnswers() finds differing values, series, types and errors", (
     ok("vector", [{ metric: { a: x }, value: [1, "1"] }, { metric: { a: y }, value: [1, "1"] }]);
   assertEquals(compareAnswers(two("1", "2"), two("2", "1"), false), []);
   assert(compareAnswers(two("1", "2"), two("2", "1"), true).length);
+});
+
+Deno.test("inexactQuery() names only the queries Go's and JavaScript's math libraries may round apart", () => {
+  for (
+    const q of ["ln(x)", "log2(x)", "exp(x)", "cos(x)", "acosh(x)", "x atan2 3", "x ^ 2", "tanh(x)"]
+  ) {
+    assert(inexactQuery(q), q);
+  }
+  for (
+    const q of [
+      "rate(x[5m])",
+      "sum(x)",
+      "sqrt(x)",
+      "x / 3",
+      "stddev(x)",
+      "histogram_quantile(0.9, x)",
+      "expensive_total",
+    ]
+  ) {
+    assert(!inexactQuery(q), q);
+  }
 });
