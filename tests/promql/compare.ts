@@ -1,8 +1,10 @@
 /**
  * Compares two answers of Prometheus's query API (ours and Prometheus's):
  * same status and errorType, same result type, same series (in order when
- * asked), same timestamps and values equal to 1e-9 relative ("NaN", "+Inf"
- * exactly).
+ * asked), same timestamps and values equal to 1e-9 relative (or the
+ * tolerance given; "NaN", "+Inf" exactly); native histogram points
+ * (`histogram`, `histograms`) with the same count, sum and buckets (same
+ * boundary kinds, bounds and counts to the same tolerance).
  */
 /** A response of the query API: its status and JSON body. */
 export interface Answer {
@@ -15,19 +17,42 @@ export interface Answer {
   };
 }
 
+let tolerance = 1e-9;
+
 function sameValue(a: string, b: string): boolean {
   if (a === b) return true;
   const x = Number(a);
   const y = Number(b);
   if (!Number.isFinite(x) || !Number.isFinite(y)) return false;
-  return Math.abs(x - y) <= 1e-9 * Math.max(Math.abs(x), Math.abs(y));
+  return Math.abs(x - y) <= tolerance * Math.max(Math.abs(x), Math.abs(y));
 }
 
 type Point = [number, string];
+/** A histogram in the API's JSON. */
+interface Hist {
+  count: string;
+  sum: string;
+  buckets?: [number, string, string, string][];
+}
+type HPoint = [number, Hist];
 interface Item {
   metric: Record<string, string>;
   value?: Point;
   values?: Point[];
+  histogram?: HPoint;
+  histograms?: HPoint[];
+}
+
+function sameHist(a: Hist, b: Hist): boolean {
+  if (!sameValue(a.count, b.count) || !sameValue(a.sum, b.sum)) return false;
+  const x = a.buckets ?? [];
+  const y = b.buckets ?? [];
+  if (x.length !== y.length) return false;
+  for (let i = 0; i < x.length; i++) {
+    if (x[i][0] !== y[i][0]) return false;
+    for (let j = 1; j < 4; j++) if (!sameValue(x[i][j] as string, y[i][j] as string)) return false;
+  }
+  return true;
 }
 
 function key(m: Record<string, string>): string {
@@ -35,7 +60,13 @@ function key(m: Record<string, string>): string {
 }
 
 /** Differences between two answers, as lines; empty when they agree. */
-export function compareAnswers(ours: Answer, theirs: Answer, ordered: boolean): string[] {
+export function compareAnswers(
+  ours: Answer,
+  theirs: Answer,
+  ordered: boolean,
+  relTolerance = 1e-9,
+): string[] {
+  tolerance = relTolerance;
   const diffs: string[] = [];
   if (theirs.body.status !== "success" || ours.body.status !== "success") {
     if (ours.body.status !== theirs.body.status || ours.body.errorType !== theirs.body.errorType) {
@@ -73,8 +104,24 @@ export function compareAnswers(ours: Answer, theirs: Answer, ordered: boolean): 
     return [`series: ours ${ka.join(" ")}\n   Prometheus ${kb.join(" ")}`];
   }
   for (let i = 0; i < ia.length; i++) {
-    const pa = ia[i].values ?? [ia[i].value!];
-    const pb = ib[i].values ?? [ib[i].value!];
+    const ha = ia[i].histograms ?? (ia[i].histogram ? [ia[i].histogram!] : []);
+    const hb = ib[i].histograms ?? (ib[i].histogram ? [ib[i].histogram!] : []);
+    if (ha.length !== hb.length) {
+      diffs.push(`${ka[i]}: ours ${ha.length} histograms, Prometheus ${hb.length}`);
+      continue;
+    }
+    for (let j = 0; j < ha.length; j++) {
+      if (ha[j][0] !== hb[j][0] || !sameHist(ha[j][1], hb[j][1])) {
+        diffs.push(
+          `${ka[i]} histogram ${j}: ours ${JSON.stringify(ha[j])}, Prometheus ${
+            JSON.stringify(hb[j])
+          }`,
+        );
+        break;
+      }
+    }
+    const pa = ia[i].values ?? (ia[i].value ? [ia[i].value!] : []);
+    const pb = ib[i].values ?? (ib[i].value ? [ib[i].value!] : []);
     if (pa.length !== pb.length) {
       diffs.push(`${ka[i]}: ours ${pa.length} points, Prometheus ${pb.length}`);
       continue;
