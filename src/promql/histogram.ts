@@ -35,6 +35,12 @@ export interface FloatHistogram {
   sum: number;
   pos: Buckets;
   neg: Buckets;
+  /**
+   * Schema -53 (custom buckets, which 2.42 does not know): the upper
+   * bounds; bucket i spans (bounds[i-1], bounds[i]], the first from -Inf,
+   * the last to +Inf.
+   */
+  customValues?: number[];
 }
 
 /** One bucket of {@linkcode allBuckets}. */
@@ -341,9 +347,11 @@ export function allBuckets(h: FloatHistogram): Bucket[] {
       count: h.zeroCount,
     });
   }
+  const cv = h.customValues;
   for (let i = 0; i < h.pos.idx.length; i++) {
-    const lower = bucketBound(h.pos.idx[i] - 1, h.schema);
-    const upper = bucketBound(h.pos.idx[i], h.schema);
+    const k = h.pos.idx[i];
+    const lower = cv ? (k === 0 ? -Infinity : cv[k - 1]) : bucketBound(k - 1, h.schema);
+    const upper = cv ? (k >= cv.length ? Infinity : cv[k]) : bucketBound(k, h.schema);
     out.push({
       lower: lower < h.zeroThreshold ? h.zeroThreshold : lower,
       upper,
@@ -474,6 +482,7 @@ export function fromDecoded(d: DecodedHistogram): FloatHistogram {
     sum: d.scalars[1],
     pos: fromSpans(d.positiveSpans, d.positiveCounts),
     neg: fromSpans(d.negativeSpans, d.negativeCounts),
+    ...(d.schema === -53 ? { customValues: Array.from(d.customValues) } : {}),
   };
 }
 
