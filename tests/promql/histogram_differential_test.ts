@@ -13,8 +13,10 @@
  * The target: `nh_latency_seconds` for three paths — "/a" schema 0 with
  * negative, zero and positive buckets; "/b" schema 3 with a wider zero
  * bucket, positive values only, and a counter reset half way; "/c" that
- * disappears early (staleness markers) — and a float counter
- * `nh_requests_total` per path (mixed float/histogram vectors).
+ * disappears early (staleness markers) — a float counter
+ * `nh_requests_total` per path (mixed float/histogram vectors), and
+ * `nh_switch`, one series that is a float counter first and a native
+ * histogram later (mixed float/histogram windows).
  */
 import { assert } from "../helpers/assert.ts";
 import { protobuf } from "../../deps.ts";
@@ -107,11 +109,13 @@ class Observed {
 /** Scrapes after which "/b" restarts and "/c" is gone. */
 const RESET_AT = 14;
 const C_GONE_AT = 9;
+const SWITCH_AT = 11;
 
 function startTarget(): { port: number; scrapes: () => number; close: () => Promise<void> } {
   const a = new Observed(0, 1e-3);
   let b = new Observed(3, 1e-2);
   const c = new Observed(1, 1e-3);
+  const sw = new Observed(2, 1e-3);
   const requests = new Map<string, number>([["/a", 0], ["/b", 0]]);
   let scrapes = 0;
   const port = freePort();
@@ -128,11 +132,14 @@ function startTarget(): { port: number; scrapes: () => number; close: () => Prom
     c.observe(2.7 + scrapes % 2);
     requests.set("/a", requests.get("/a")! + 3 + (scrapes % 4));
     requests.set("/b", requests.get("/b")! + 1);
+    sw.observe(0.2 + scrapes % 3);
     const hist = [
       { label: [{ name: "path", value: "/a" }], histogram: a.proto() },
       { label: [{ name: "path", value: "/b" }], histogram: b.proto() },
     ];
-    if (scrapes < C_GONE_AT) hist.push({ label: [{ name: "path", value: "/c" }], histogram: c.proto() });
+    if (scrapes < C_GONE_AT) {
+      hist.push({ label: [{ name: "path", value: "/c" }], histogram: c.proto() });
+    }
     const families = [
       { name: "nh_latency_seconds", help: "Latency.", type: 4, metric: hist },
       {
@@ -144,6 +151,19 @@ function startTarget(): { port: number; scrapes: () => number; close: () => Prom
           counter: { value },
         })),
       },
+      scrapes < SWITCH_AT
+        ? {
+          name: "nh_switch",
+          help: "Switches.",
+          type: 0,
+          metric: [{ label: [{ name: "path", value: "/s" }], counter: { value: scrapes } }],
+        }
+        : {
+          name: "nh_switch",
+          help: "Switches.",
+          type: 4,
+          metric: [{ label: [{ name: "path", value: "/s" }], histogram: sw.proto() }],
+        },
     ];
     const parts = families.map((f) =>
       MetricFamily.encodeDelimited(MetricFamily.fromObject(f)).finish()
@@ -244,6 +264,30 @@ export const HISTOGRAM_CORPUS: string[] = [
   `scalar(${H}{path="/a"})`,
   `absent(${H}{path="/zzz"})`,
   `absent_over_time(${H}{path="/c"}[3s])`,
+  // more of the same, and a series that turns from float to histogram
+  `${H} == ${H}`,
+  `${H} + 1`,
+  `${H} > bool 0`,
+  `histogram_quantile(0.5, rate(${H}[5s]) + rate(${H}[5s]))`,
+  `increase(${H}[1s])`,
+  `rate(${H}[5s] offset 2s)`,
+  `sum_over_time(rate(${H}[5s])[10s:2s])`,
+  `avg_over_time(${H}[10s])`,
+  `quantile_over_time(0.5, ${H}[10s])`,
+  `stddev_over_time(${H}[10s])`,
+  `present_over_time(${H}[10s])`,
+  `holt_winters(${H}[10s], 0.5, 0.5)`,
+  `predict_linear(${H}[10s], 60)`,
+  `clamp(${H}, 1, 2)`,
+  `round(${H})`,
+  `sort_desc(${H})`,
+  `bottomk(2, ${H})`,
+  `nh_switch`,
+  `rate(nh_switch[4s])`,
+  `delta(nh_switch[6s])`,
+  `histogram_count(nh_switch)`,
+  `count_over_time(nh_switch[6s])`,
+  `sum(nh_switch)`,
 ];
 
 /** Queries whose answer is a range vector (instant queries only). */
