@@ -548,7 +548,12 @@ export class Evaluator {
         // Native histograms only: float samples give nothing.
         const out: Sample[] = [];
         for (const s of this.vector(args[0], t)) {
-          if (s.h) out.push({ labels: dropName(s.labels), v: f === "histogram_sum" ? s.h.sum : s.h.count });
+          if (s.h) {
+            out.push({
+              labels: dropName(s.labels),
+              v: f === "histogram_sum" ? s.h.sum : s.h.count,
+            });
+          }
         }
         return vec(uniqueLabels(out));
       }
@@ -557,7 +562,9 @@ export class Evaluator {
         const upper = this.scalar(args[1], t);
         const out: Sample[] = [];
         for (const s of this.vector(args[2], t)) {
-          if (s.h) out.push({ labels: dropName(s.labels), v: histogramFraction(lower, upper, s.h) });
+          if (s.h) {
+            out.push({ labels: dropName(s.labels), v: histogramFraction(lower, upper, s.h) });
+          }
         }
         return vec(uniqueLabels(out));
       }

@@ -167,35 +167,38 @@ Deno.test("remote write 1.0 with histograms, exemplars and metadata reads back b
       `${c.url}/api/v1/query?query=rpc_seconds&time=${(T + 1000) / 1000}`,
     )).json();
     assert.equal(q.status, "success");
-    assert.deepEqual(q.data.result[0], {
+    interface Item {
+      metric: Record<string, string>;
+      value?: [number, string];
+      histogram?: [number, { count: string; sum: string; buckets?: unknown[] }];
+    }
+    const items = q.data.result as Item[];
+    assert.deepEqual(items[0], {
       metric: { __name__: "rpc_seconds", job: "api" },
       histogram: [(T + 1000) / 1000, {
         count: "7",
         sum: "20.5",
-        buckets: [[3, "-0.001", "0.001", "1"], [0, "0.5", "1", "2"], [0, "1", "2", "1"], [
-          0,
-          "4",
-          "8",
-          "3",
-        ]],
+        buckets: [
+          [3, "-0.001", "0.001", "1"],
+          [0, "0.5", "1", "2"],
+          [0, "1", "2", "1"],
+          [0, "4", "8", "3"],
+        ],
       }],
     });
     assert.deepEqual(
-      // deno-lint-ignore no-explicit-any
-      q.data.result.map((r: any) => [r.metric.job, r.histogram[1].count, r.histogram[1].sum, r.value]),
-      [["api", "7", "20.5", undefined], ["nhcb", "6", "30", undefined], [
-        "web",
-        "10.5",
-        "-3.25",
-        undefined,
-      ]],
+      items.map((r) => [r.metric.job, r.histogram?.[1].count, r.histogram?.[1].sum, r.value]),
+      [
+        ["api", "7", "20.5", undefined],
+        ["nhcb", "6", "30", undefined],
+        ["web", "10.5", "-3.25", undefined],
+      ],
     );
     const later = await (await fetch(
       `${c.url}/api/v1/query?query=histogram_count(rpc_seconds)&time=${(T + 16_000) / 1000}`,
     )).json();
     assert.deepEqual(
-      // deno-lint-ignore no-explicit-any
-      later.data.result.map((r: any) => [r.metric.job, r.value[1]]),
+      (later.data.result as Item[]).map((r) => [r.metric.job, r.value?.[1]]),
       [["nhcb", "6"], ["web", "10.5"]],
     );
 
