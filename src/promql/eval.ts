@@ -298,7 +298,12 @@ export class Evaluator {
     for (const s of this.data.get(vs) ?? []) {
       const i = lastAtOrBefore(s.ts, ref);
       if (i < 0 || s.ts[i] < min || s.stale[i]) continue;
-      out.push({ labels: s.labels, v: s.vs[i], h: s.hs?.[i], t: s.ts[i] });
+      const h = s.hs?.[i];
+      out.push(
+        h
+          ? { labels: s.labels, v: s.vs[i], h, t: s.ts[i] }
+          : { labels: s.labels, v: s.vs[i], t: s.ts[i] },
+      );
     }
     return out;
   }

@@ -288,6 +288,9 @@ export const HISTOGRAM_CORPUS: string[] = [
   `histogram_count(nh_switch)`,
   `count_over_time(nh_switch[6s])`,
   `sum(nh_switch)`,
+  // a native and a classic histogram of the same series: neither is answered
+  `histogram_quantile(0.5, ${H} or label_replace(label_replace(nh_requests_total, "le", "+Inf", "", ""), "__name__", "${H}", "", ""))`,
+  `histogram_quantile(0.5, ${H}{path="/b"} or label_replace(label_replace(nh_requests_total, "le", "+Inf", "", ""), "__name__", "${H}", "", ""))`,
 ];
 
 /** Queries whose answer is a range vector (instant queries only). */
