@@ -25,6 +25,7 @@ import type { OptionalRange, PromqlStore } from "./fetch.ts";
 import { parseDuration, ParseError, parseExpr, parseSelector } from "./parse.ts";
 import type { SeriesData, Value } from "./value.ts";
 import { formatValue, type Labels, type Series } from "./value.ts";
+import { histogramJson } from "./histogram.ts";
 
 /** Limits and collaborators of the query API. */
 export interface PromqlApiOptions {
@@ -281,10 +282,14 @@ function formatInstant(v: Value, t: number): unknown {
     case "vector":
       return {
         resultType: "vector",
-        result: v.samples.map((s) => ({
-          metric: sortedLabels(s.labels),
-          value: [ts, formatValue(s.v)],
-        })),
+        result: v.samples.map((s) =>
+          s.h
+            ? {
+              metric: sortedLabels(s.labels),
+              histogram: [ts, JSON.parse(histogramJson(s.h, formatValue))],
+            }
+            : { metric: sortedLabels(s.labels), value: [ts, formatValue(s.v)] }
+        ),
       };
     case "matrix":
       return matrixJson(v.series);
@@ -306,12 +311,27 @@ function matrixJson(series: Series[]): RawJson {
   for (let i = 0; i < series.length; i++) {
     const s = series[i];
     if (i > 0) parts.push(",");
-    parts.push(`{"metric":${JSON.stringify(sortedLabels(s.labels))},"values":[`);
+    parts.push(`{"metric":${JSON.stringify(sortedLabels(s.labels))}`);
+    // Floats as "values", histograms as "histograms", each only when present.
+    const hs = s.hs;
     let chunk = "";
+    let n = 0;
     for (let j = 0; j < s.ts.length; j++) {
-      chunk += `${j > 0 ? "," : ""}[${s.ts[j] / 1000},"${formatValue(s.vs[j])}"]`;
+      if (hs?.[j]) continue;
+      chunk += `${n++ > 0 ? "," : ""}[${s.ts[j] / 1000},"${formatValue(s.vs[j])}"]`;
     }
-    parts.push(chunk, "]}");
+    if (n > 0) parts.push(`,"values":[`, chunk, "]");
+    if (hs) {
+      chunk = "";
+      n = 0;
+      for (let j = 0; j < s.ts.length; j++) {
+        const h = hs[j];
+        if (!h) continue;
+        chunk += `${n++ > 0 ? "," : ""}[${s.ts[j] / 1000},${histogramJson(h, formatValue)}]`;
+      }
+      if (n > 0) parts.push(`,"histograms":[`, chunk, "]");
+    }
+    parts.push("}");
   }
   parts.push("]}");
   return new RawJson(parts.join(""));

@@ -13,7 +13,13 @@
  *   [t - offset - range, t - offset];
  * - functions, operators and aggregations follow 2.42's code paths,
  *   including the order of floating-point operations where it decides the
- *   last bit.
+ *   last bit;
+ * - native histograms as 2.42 treats them: selected and returned as
+ *   histograms, summed by `+` and `sum`, rated by rate/increase/delta, read
+ *   by the histogram_* functions; every other function and operator reads
+ *   a histogram sample's value, which is 0 (so `count_over_time` counts
+ *   them and `avg` averages zeros), and operators between a vector and a
+ *   scalar keep the histogram itself.
  *
  * Data comes in before evaluation: {@linkcode selectorRanges} says which
  * time range each selector needs over the whole query, the caller fetches
@@ -33,6 +39,16 @@ import {
   type VectorSelector,
 } from "./ast.ts";
 import { anchoredRegex } from "./regex.ts";
+import {
+  add,
+  addNew,
+  copyHistogram,
+  type FloatHistogram,
+  histogramFraction,
+  histogramQuantile as nativeQuantile,
+  histogramRate,
+  scale,
+} from "./histogram.ts";
 import {
   compareLabels,
   dropName,
@@ -176,7 +192,7 @@ export class Evaluator {
    * loop every few milliseconds so that a long evaluation does not stall
    * writes served by the same process.
    */
-  async range(expr: Expr): Promise<{ labels: Labels; ts: number[]; vs: number[] }[]> {
+  async range(expr: Expr): Promise<RangeSeries[]> {
     const t = typeOf(expr);
     if (t !== "scalar" && t !== "vector") {
       throw new EvalError(
@@ -185,7 +201,7 @@ export class Evaluator {
         }" for range query, must be Scalar or instant Vector`,
       );
     }
-    const bySeries = new Map<string, { labels: Labels; ts: number[]; vs: number[] }>();
+    const bySeries = new Map<string, RangeSeries>();
     let points = 0;
     let lastYield = performance.now();
     for (let ts = this.q.startMs; ts <= this.q.endMs; ts += this.q.stepMs) {
@@ -204,6 +220,7 @@ export class Evaluator {
         const k = labelsKey(s.labels);
         let ser = bySeries.get(k);
         if (!ser) bySeries.set(k, ser = { labels: s.labels, ts: [], vs: [] });
+        if (s.h) (ser.hs ??= new Array(ser.ts.length))[ser.ts.length] = s.h;
         ser.ts.push(ts);
         ser.vs.push(s.v);
       }
@@ -245,7 +262,7 @@ export class Evaluator {
         if (v.type === "vector") {
           return {
             type: "vector",
-            samples: v.samples.map((s) => ({ labels: dropName(s.labels), v: -s.v })),
+            samples: v.samples.map((s) => ({ labels: dropName(s.labels), v: -s.v, h: s.h })),
           };
         }
         return v;
@@ -281,7 +298,12 @@ export class Evaluator {
     for (const s of this.data.get(vs) ?? []) {
       const i = lastAtOrBefore(s.ts, ref);
       if (i < 0 || s.ts[i] < min || s.stale[i]) continue;
-      out.push({ labels: s.labels, v: s.vs[i], t: s.ts[i] });
+      const h = s.hs?.[i];
+      out.push(
+        h
+          ? { labels: s.labels, v: s.vs[i], h, t: s.ts[i] }
+          : { labels: s.labels, v: s.vs[i], t: s.ts[i] },
+      );
     }
     return out;
   }
@@ -298,11 +320,16 @@ export class Evaluator {
       const start = end - e.rangeMs;
       const series: Series[] = [];
       for (const s of this.data.get(vs) ?? []) {
-        const [rts, rvs] = rangeArrays(s);
+        const [rts, rvs, rhs] = rangeArrays(s);
         const from = firstAtOrAfter(rts, start);
         const to = lastAtOrBefore(rts, end) + 1;
         if (to > from) {
-          series.push({ labels: s.labels, ts: rts.subarray(from, to), vs: rvs.subarray(from, to) });
+          series.push({
+            labels: s.labels,
+            ts: rts.subarray(from, to),
+            vs: rvs.subarray(from, to),
+            hs: rhs?.slice(from, to),
+          });
         }
       }
       return { series, rangeStart: start, rangeEnd: end, rangeMs: e.rangeMs };
@@ -312,7 +339,7 @@ export class Evaluator {
     const step = e.stepMs || this.q.subqueryStepMs || DEFAULT_SUBQUERY_STEP_MS;
     let cache = this.#subqueryCache.get(e);
     if (!cache) this.#subqueryCache.set(e, cache = new Map());
-    const bySeries = new Map<string, { labels: Labels; ts: number[]; vs: number[] }>();
+    const bySeries = new Map<string, RangeSeries>();
     let first = Math.ceil(start / step) * step + 0; // + 0: never -0
     if (first < start) first += step;
     for (let it = first; it <= end; it += step) {
@@ -325,6 +352,7 @@ export class Evaluator {
         const k = labelsKey(s.labels);
         let ser = bySeries.get(k);
         if (!ser) bySeries.set(k, ser = { labels: s.labels, ts: [], vs: [] });
+        if (s.h) (ser.hs ??= new Array(ser.ts.length))[ser.ts.length] = s.h;
         ser.ts.push(it);
         ser.vs.push(s.v);
       }
@@ -454,9 +482,11 @@ export class Evaluator {
       case "increase":
       case "delta": {
         const out: Sample[] = [];
-        this.eachWindow(args[0], t, 0, (labels, ts, vs, from, to, w) => {
-          const v = extrapolatedRate(ts, vs, from, to, w, f !== "delta", f === "rate");
-          if (v !== null) out.push({ labels: dropName(labels), v });
+        this.eachWindow(args[0], t, 0, (labels, ts, vs, from, to, w, hs) => {
+          const r = extrapolatedRate(ts, vs, from, to, w, f !== "delta", f === "rate", hs);
+          if (r === null) return;
+          if (typeof r === "number") out.push({ labels: dropName(labels), v: r });
+          else out.push({ labels: dropName(labels), v: 0, h: r });
         });
         return vec(uniqueLabels(out));
       }
@@ -515,12 +545,34 @@ export class Evaluator {
         return vec(uniqueLabels(out));
       }
       case "histogram_quantile":
-        return vec(histogramQuantile(this.scalar(args[0], t), this.vector(args[1], t)));
+        return vec(
+          uniqueLabels(histogramQuantile(this.scalar(args[0], t), this.vector(args[1], t))),
+        );
       case "histogram_count":
-      case "histogram_sum":
-      case "histogram_fraction":
+      case "histogram_sum": {
         // Native histograms only: float samples give nothing.
-        return vec([]);
+        const out: Sample[] = [];
+        for (const s of this.vector(args[0], t)) {
+          if (s.h) {
+            out.push({
+              labels: dropName(s.labels),
+              v: f === "histogram_sum" ? s.h.sum : s.h.count,
+            });
+          }
+        }
+        return vec(uniqueLabels(out));
+      }
+      case "histogram_fraction": {
+        const lower = this.scalar(args[0], t);
+        const upper = this.scalar(args[1], t);
+        const out: Sample[] = [];
+        for (const s of this.vector(args[2], t)) {
+          if (s.h) {
+            out.push({ labels: dropName(s.labels), v: histogramFraction(lower, upper, s.h) });
+          }
+        }
+        return vec(uniqueLabels(out));
+      }
       case "label_replace":
         return vec(uniqueLabels(this.labelReplace(e, t)));
       case "label_join": {
@@ -569,7 +621,15 @@ export class Evaluator {
     e: Expr,
     t: number,
     atShift: number,
-    fn: (labels: Labels, ts: Floats, vs: Floats, from: number, to: number, w: Window) => void,
+    fn: (
+      labels: Labels,
+      ts: Floats,
+      vs: Floats,
+      from: number,
+      to: number,
+      w: Window,
+      hs: readonly (FloatHistogram | undefined)[] | undefined,
+    ) => void,
   ): void {
     const m = unwrapParens(e);
     if (m.type === "matrixSelector") {
@@ -578,17 +638,17 @@ export class Evaluator {
       const start = end - m.rangeMs;
       const w = { rangeStart: start, rangeEnd: end, rangeMs: m.rangeMs };
       for (const s of this.data.get(vs) ?? []) {
-        const [rts, rvs] = rangeArrays(s);
+        const [rts, rvs, rhs] = rangeArrays(s);
         // Steps advance, so the window's ends move forward: start from the last ones.
         const from = s.hintFrom = seekFirst(rts, start, s.hintFrom ?? 0);
         const to = s.hintTo = seekFirst(rts, end + 1, s.hintTo ?? 0);
-        if (to > from) fn(s.labels, rts, rvs, from, to, w);
+        if (to > from) fn(s.labels, rts, rvs, from, to, w, rhs);
       }
       return;
     }
     if (m.type !== "subquery") throw new EvalError("expected a range vector");
     const r = this.matrix(m, t, atShift);
-    for (const s of r.series) fn(s.labels, s.ts, s.vs, 0, s.ts.length, r);
+    for (const s of r.series) fn(s.labels, s.ts, s.vs, 0, s.ts.length, r, s.hs);
   }
 
   private labelReplace(e: Call, t: number): Sample[] {
@@ -605,7 +665,8 @@ export class Evaluator {
     }
     return v.map((s) => {
       const m = re.exec(s.labels[src] ?? "");
-      if (!m) return s;
+      // The value only: 2.42's label_replace leaves a histogram's behind.
+      if (!m) return { labels: s.labels, v: s.v };
       const res = expandTemplate(repl, m);
       return { labels: setLabel(s.labels, dst, res), v: s.v };
     });
@@ -640,6 +701,10 @@ export class Evaluator {
       mean: number;
       count: number;
       values: number[];
+      /** sum: the histograms' sum; whether floats and histograms came (both: no result). */
+      h?: FloatHistogram;
+      hasFloat?: boolean;
+      hasHistogram?: boolean;
     }
     const groups = new Map<string, Group>();
     const order: Group[] = [];
@@ -652,13 +717,25 @@ export class Evaluator {
         const ng: Group = { labels, value: s.v, mean: s.v, count: 1, values: [s.v] };
         if (op === "stddev" || op === "stdvar") ng.value = 0;
         if (op === "count" || op === "count_values" || op === "group") ng.value = 1;
+        if (!s.h) ng.hasFloat = true;
+        else if (op === "sum") {
+          ng.h = copyHistogram(s.h);
+          ng.hasHistogram = true;
+        }
         groups.set(key, ng);
         order.push(ng);
         continue;
       }
       switch (op) {
         case "sum":
-          g.value += s.v;
+          if (s.h) {
+            g.hasHistogram = true;
+            // Nothing is added to a group that began with a float.
+            if (g.h) g.h = s.h.schema >= g.h.schema ? add(g.h, s.h) : add(copyHistogram(s.h), g.h);
+          } else {
+            g.hasFloat = true;
+            g.value += s.v;
+          }
           break;
         case "avg":
           g.count++;
@@ -694,14 +771,17 @@ export class Evaluator {
           break;
       }
     }
-    return order.map((g) => {
+    const out: Sample[] = [];
+    for (const g of order) {
       let v = g.value;
       if (op === "avg") v = g.mean;
       else if (op === "stdvar") v = g.value / g.count;
       else if (op === "stddev") v = Math.sqrt(g.value / g.count);
       else if (op === "quantile") v = quantile(param, g.values);
-      return { labels: g.labels, v };
-    });
+      else if (op === "sum" && g.hasFloat && g.hasHistogram) continue;
+      out.push(g.h ? { labels: g.labels, v, h: g.h } : { labels: g.labels, v });
+    }
+    return out;
   }
 
   // ---------------------------------------------------------------------
@@ -759,10 +839,21 @@ export class Evaluator {
       if (isComparison && swap) v = rv;
       if (e.returnBool) v = keep ? 1 : 0;
       else if (!keep) continue;
-      out.push({ labels: dropMetric ? dropName(s.labels) : s.labels, v });
+      // 2.42 keeps the sample, histogram included, with the new value.
+      const labels = dropMetric ? dropName(s.labels) : s.labels;
+      out.push(s.h ? { labels, v, h: s.h } : { labels, v });
     }
     return { type: "vector", samples: uniqueLabels(out) };
   }
+}
+
+/** One series of a range query's result (and of a subquery's). */
+export interface RangeSeries {
+  labels: Labels;
+  ts: number[];
+  vs: number[];
+  /** Histogram samples index for index (absent: floats only). */
+  hs?: (FloatHistogram | undefined)[];
 }
 
 /** The time window of a range vector at one step, for rate's extrapolation. */
@@ -784,23 +875,28 @@ function unwrapParens(e: Expr): Expr {
 }
 
 /** The series' samples without staleness markers, for range windows (made once). */
-function rangeArrays(s: SeriesData): [Float64Array, Float64Array] {
+function rangeArrays(
+  s: SeriesData,
+): [Float64Array, Float64Array, (FloatHistogram | undefined)[] | undefined] {
   if (!s.rangeTs || !s.rangeVs) {
     if (!s.stale.includes(1)) {
       s.rangeTs = s.ts;
       s.rangeVs = s.vs;
+      s.rangeHs = s.hs;
     } else {
       const keep = s.stale.reduce((n, x) => n + (x ? 0 : 1), 0);
       s.rangeTs = new Float64Array(keep);
       s.rangeVs = new Float64Array(keep);
+      if (s.hs) s.rangeHs = new Array(keep);
       for (let i = 0, j = 0; i < s.ts.length; i++) {
         if (s.stale[i]) continue;
+        if (s.hs) s.rangeHs![j] = s.hs[i];
         s.rangeTs[j] = s.ts[i];
         s.rangeVs[j++] = s.vs[i];
       }
     }
   }
-  return [s.rangeTs, s.rangeVs];
+  return [s.rangeTs, s.rangeVs, s.rangeHs];
 }
 
 /**
@@ -981,8 +1077,16 @@ function vectorBinop(e: Binary, lhsIn: Sample[], rhsIn: Sample[]): Sample[] {
     if (!rs) continue;
     let fl = ls.v;
     let fr = rs.v;
-    if (m.card === "one-to-many") [fl, fr] = [fr, fl];
+    let hl = ls.h;
+    let hr = rs.h;
+    if (m.card === "one-to-many") {
+      [fl, fr] = [fr, fl];
+      [hl, hr] = [hr, hl];
+    }
     let [value, keep] = scalarOp(e.op, fl, fr);
+    // Two histograms: `+` adds them; any other operator reads their values.
+    const h = e.op === "+" && hl && hr ? addNew(hl, hr) : undefined;
+    if (h) [value, keep] = [0, true];
     if (e.returnBool) value = keep ? 1 : 0;
     else if (!keep) continue;
     // The result's labels: the "many" (or left) side's.
@@ -1021,7 +1125,9 @@ function vectorBinop(e: Binary, lhsIn: Sample[], rhsIn: Sample[]): Sample[] {
       }
       inserted.add(key);
     }
-    out.push({ labels, v: value });
+    // A histogram with a float: no result (after the checks above).
+    if (!hl !== !hr) continue;
+    out.push(h ? { labels, v: value, h } : { labels, v: value });
   }
   return out;
 }
@@ -1083,17 +1189,29 @@ export function extrapolatedRate(
   w: Window,
   isCounter: boolean,
   isRate: boolean,
-): number | null {
+  hs?: readonly (FloatHistogram | undefined)[],
+): number | FloatHistogram | null {
   const n = to - from;
   if (n < 2) return null;
   const first = vs[from];
-  let result = vs[to - 1] - first;
-  if (isCounter) {
-    let prev = first;
-    for (let i = from + 1; i < to; i++) {
-      const cur = vs[i];
-      if (cur < prev) result += prev;
-      prev = cur;
+  let result = 0;
+  let resultH: FloatHistogram | null = null;
+  if (hs?.[from]) {
+    // A window of histograms (2.42: any float in it, or none of this).
+    resultH = histogramRate(hs, from, to, isCounter);
+    if (!resultH) return null;
+  } else {
+    result = vs[to - 1] - first;
+    if (hs) {
+      for (let i = from + 1; i < to; i++) if (hs[i]) return null;
+    }
+    if (isCounter) {
+      let prev = first;
+      for (let i = from + 1; i < to; i++) {
+        const cur = vs[i];
+        if (cur < prev) result += prev;
+        prev = cur;
+      }
     }
   }
   let durationToStart = (ts[from] - w.rangeStart) / 1000;
@@ -1114,7 +1232,7 @@ export function extrapolatedRate(
     : averageDurationBetweenSamples / 2;
   let factor = extrapolateToInterval / sampledInterval;
   if (isRate) factor /= w.rangeMs / 1000;
-  return result * factor;
+  return resultH ? scale(resultH, factor) : result * factor;
 }
 
 /** Neumaier's compensated summation step (Prometheus's kahanSumInc). */
@@ -1319,7 +1437,16 @@ function absentLabels(arg: Expr): Labels {
 function histogramQuantile(q: number, input: Sample[]): Sample[] {
   const groups = new Map<string, { labels: Labels; buckets: { ub: number; count: number }[] }>();
   const order: string[] = [];
+  // Classic groups by their labels with the name (what a native histogram
+  // of the same series would have): 2.42 answers for neither of the two.
+  const byFullLabels = new Map<string, string>();
+  const natives: Sample[] = [];
+  const anyNative = input.some((x) => x.h);
   for (const s of input) {
+    if (s.h) {
+      natives.push(s);
+      continue;
+    }
     const le = s.labels.le;
     if (le === undefined) continue;
     const ub = parseLe(le);
@@ -1333,11 +1460,26 @@ function histogramQuantile(q: number, input: Sample[]): Sample[] {
       order.push(key);
     }
     g.buckets.push({ ub, count: s.v });
+    if (anyNative) {
+      const full = { ...s.labels };
+      delete full.le;
+      byFullLabels.set(labelsKey(full), key);
+    }
   }
-  return order.map((k) => {
-    const g = groups.get(k)!;
-    return { labels: g.labels, v: bucketQuantile(q, g.buckets) };
-  });
+  const out: Sample[] = [];
+  for (const s of natives) {
+    const key = byFullLabels.get(labelsKey(s.labels));
+    if (key !== undefined && groups.has(key)) {
+      groups.delete(key);
+      continue;
+    }
+    out.push({ labels: dropName(s.labels), v: nativeQuantile(q, s.h!) });
+  }
+  for (const k of order) {
+    const g = groups.get(k);
+    if (g) out.push({ labels: g.labels, v: bucketQuantile(q, g.buckets) });
+  }
+  return out;
 }
 
 function parseLe(s: string): number | null {

@@ -6,7 +6,8 @@
  * PromQL sees exactly what remote read serves: matchers translated to SQL
  * (regexes included), every bit of every value (staleness markers too), and
  * in HA mode no replica label (matchers on it are dropped; the `cluster`
- * label is stored and selectable). The metadata endpoints (`series`,
+ * label is stored and selectable). Native histogram samples come along
+ * (`histogram.ts`, `withHistograms`). The metadata endpoints (`series`,
  * `labels`, `label/<name>/values`) query the series catalog with the same
  * matcher translation.
  *
@@ -21,6 +22,7 @@ import { matchersToSql } from "../remote_read/matchers.ts";
 import type { LabelMatcher } from "./ast.ts";
 import { EvalError } from "./eval.ts";
 import { compareLabels, type Labels, type SeriesData } from "./value.ts";
+import { withHistograms } from "./histogram.ts";
 
 /** What PromQL reads. */
 export interface PromqlStore {
@@ -143,7 +145,7 @@ export class PgPromqlStore implements PromqlStore {
         const ts = r.timestamps instanceof Float64Array
           ? r.timestamps
           : Float64Array.from(r.timestamps);
-        return { labels, ts, vs, stale };
+        return withHistograms({ labels, ts, vs, stale }, r.histograms);
       }).sort((a, b) => compareLabels(a.labels, b.labels))
     );
   }

@@ -5,6 +5,8 @@
  * @module
  */
 
+import type { FloatHistogram } from "./histogram.ts";
+
 /** A label set, `__name__` included; keys in any order (see {@linkcode labelsKey}). */
 export type Labels = Record<string, string>;
 
@@ -15,9 +17,15 @@ export interface SeriesData {
   vs: Float64Array;
   /** 1 where the sample is a staleness marker (its NaN payload is lost in a JS number). */
   stale: Uint8Array;
+  /**
+   * Native histogram samples, index for index with `ts` (absent: none);
+   * where one is set, `vs` holds 0, the value 2.42's float functions read.
+   */
+  hs?: (FloatHistogram | undefined)[];
   /** Times and values without the staleness markers (what range windows see); made on first use. */
   rangeTs?: Float64Array;
   rangeVs?: Float64Array;
+  rangeHs?: (FloatHistogram | undefined)[];
   /** Where the last range window began and ended (search hints). */
   hintFrom?: number;
   hintTo?: number;
@@ -30,6 +38,8 @@ export type Floats = number[] | Float64Array;
 export interface Sample {
   labels: Labels;
   v: number;
+  /** A native histogram sample (then `v` is 0, or what a float operation left in it). */
+  h?: FloatHistogram;
   /** The stored sample's time, for `timestamp()` on a selector; else the evaluation time. */
   t?: number;
 }
@@ -39,6 +49,8 @@ export interface Series {
   labels: Labels;
   ts: Floats;
   vs: Floats;
+  /** Histogram samples index for index (absent: floats only). */
+  hs?: (FloatHistogram | undefined)[];
 }
 
 export type Value =

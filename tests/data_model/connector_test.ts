@@ -161,11 +161,46 @@ Deno.test("remote write 1.0 with histograms, exemplars and metadata reads back b
     const all = await (await fetch(`${c.url}/api/v1/metadata`)).json();
     assert.deepEqual(Object.keys(all.data), ["requests_total", "rpc_seconds"]);
 
-    // Not evaluated by the PromQL API yet: no float samples (no counts) there.
+    // The PromQL API serves them as histograms (Prometheus's JSON shape),
+    // not their presence rows as floats; the stale one hides "api" later.
     const q = await (await fetch(
       `${c.url}/api/v1/query?query=rpc_seconds&time=${(T + 1000) / 1000}`,
     )).json();
-    assert.deepEqual(q, { status: "success", data: { resultType: "vector", result: [] } });
+    assert.equal(q.status, "success");
+    interface Item {
+      metric: Record<string, string>;
+      value?: [number, string];
+      histogram?: [number, { count: string; sum: string; buckets?: unknown[] }];
+    }
+    const items = q.data.result as Item[];
+    assert.deepEqual(items[0], {
+      metric: { __name__: "rpc_seconds", job: "api" },
+      histogram: [(T + 1000) / 1000, {
+        count: "7",
+        sum: "20.5",
+        buckets: [
+          [3, "-0.001", "0.001", "1"],
+          [0, "0.5", "1", "2"],
+          [0, "1", "2", "1"],
+          [0, "4", "8", "3"],
+        ],
+      }],
+    });
+    assert.deepEqual(
+      items.map((r) => [r.metric.job, r.histogram?.[1].count, r.histogram?.[1].sum, r.value]),
+      [
+        ["api", "7", "20.5", undefined],
+        ["nhcb", "6", "30", undefined],
+        ["web", "10.5", "-3.25", undefined],
+      ],
+    );
+    const later = await (await fetch(
+      `${c.url}/api/v1/query?query=histogram_count(rpc_seconds)&time=${(T + 16_000) / 1000}`,
+    )).json();
+    assert.deepEqual(
+      (later.data.result as Item[]).map((r) => [r.metric.job, r.value?.[1]]),
+      [["nhcb", "6"], ["web", "10.5"]],
+    );
 
     // Remote read: histograms as received, no float samples for them.
     const body = await remoteRead(c, "rpc_seconds");

@@ -5,8 +5,11 @@
  * the shortest text that gives the double back, as we do, so equal text is
  * equal bits. Only where the two programs compute a value with different
  * implementations (Go's math library against JavaScript's for logarithms,
- * trigonometry, powers: see `inexactQuery`) values may differ by
- * `RELATIVE_TOLERANCE` ("NaN", "+Inf" always exactly).
+ * trigonometry, powers: see `inexactQuery`) values may differ by the
+ * tolerance given (`RELATIVE_TOLERANCE`; "NaN", "+Inf" always exactly).
+ * Native histogram points (`histogram`, `histograms`) must have the same
+ * count, sum and buckets (boundary kinds, bounds and counts compared as
+ * values).
  */
 /** A response of the query API: its status and JSON body. */
 export interface Answer {
@@ -37,7 +40,10 @@ export function inexactQuery(query: string): boolean {
 /** Values compared so far that were equal within the tolerance but not exactly. */
 export const inexact = { count: 0, examples: [] as string[] };
 
-function sameValue(a: string, b: string, tolerance: number): boolean {
+/** The relative tolerance of the comparison under way (compareAnswers sets it). */
+let tolerance = 0;
+
+function sameValue(a: string, b: string): boolean {
   if (a === b) return true;
   const x = Number(a);
   const y = Number(b);
@@ -51,10 +57,31 @@ function sameValue(a: string, b: string, tolerance: number): boolean {
 }
 
 type Point = [number, string];
+/** A histogram in the API's JSON. */
+interface Hist {
+  count: string;
+  sum: string;
+  buckets?: [number, string, string, string][];
+}
+type HPoint = [number, Hist];
 interface Item {
   metric: Record<string, string>;
   value?: Point;
   values?: Point[];
+  histogram?: HPoint;
+  histograms?: HPoint[];
+}
+
+function sameHist(a: Hist, b: Hist): boolean {
+  if (!sameValue(a.count, b.count) || !sameValue(a.sum, b.sum)) return false;
+  const x = a.buckets ?? [];
+  const y = b.buckets ?? [];
+  if (x.length !== y.length) return false;
+  for (let i = 0; i < x.length; i++) {
+    if (x[i][0] !== y[i][0]) return false;
+    for (let j = 1; j < 4; j++) if (!sameValue(x[i][j] as string, y[i][j] as string)) return false;
+  }
+  return true;
 }
 
 function key(m: Record<string, string>): string {
@@ -63,14 +90,15 @@ function key(m: Record<string, string>): string {
 
 /**
  * Differences between two answers, as lines; empty when they agree. Values
- * must be equal bit for bit unless a `tolerance` (relative) is given.
+ * must be equal bit for bit unless a relative tolerance is given.
  */
 export function compareAnswers(
   ours: Answer,
   theirs: Answer,
   ordered: boolean,
-  tolerance = 0,
+  relTolerance = 0,
 ): string[] {
+  tolerance = relTolerance;
   const diffs: string[] = [];
   if (theirs.body.status !== "success" || ours.body.status !== "success") {
     if (ours.body.status !== theirs.body.status || ours.body.errorType !== theirs.body.errorType) {
@@ -93,9 +121,7 @@ export function compareAnswers(
   if (a.resultType === "scalar" || a.resultType === "string") {
     const [ta, va] = a.result as Point;
     const [tb, vb] = b.result as Point;
-    if (ta !== tb || !sameValue(va, vb, tolerance)) {
-      diffs.push(`ours ${ta} ${va}, Prometheus ${tb} ${vb}`);
-    }
+    if (ta !== tb || !sameValue(va, vb)) diffs.push(`ours ${ta} ${va}, Prometheus ${tb} ${vb}`);
     return diffs;
   }
   const ia = a.result as Item[];
@@ -110,14 +136,30 @@ export function compareAnswers(
     return [`series: ours ${ka.join(" ")}\n   Prometheus ${kb.join(" ")}`];
   }
   for (let i = 0; i < ia.length; i++) {
-    const pa = ia[i].values ?? [ia[i].value!];
-    const pb = ib[i].values ?? [ib[i].value!];
+    const ha = ia[i].histograms ?? (ia[i].histogram ? [ia[i].histogram!] : []);
+    const hb = ib[i].histograms ?? (ib[i].histogram ? [ib[i].histogram!] : []);
+    if (ha.length !== hb.length) {
+      diffs.push(`${ka[i]}: ours ${ha.length} histograms, Prometheus ${hb.length}`);
+      continue;
+    }
+    for (let j = 0; j < ha.length; j++) {
+      if (ha[j][0] !== hb[j][0] || !sameHist(ha[j][1], hb[j][1])) {
+        diffs.push(
+          `${ka[i]} histogram ${j}: ours ${JSON.stringify(ha[j])}, Prometheus ${
+            JSON.stringify(hb[j])
+          }`,
+        );
+        break;
+      }
+    }
+    const pa = ia[i].values ?? (ia[i].value ? [ia[i].value!] : []);
+    const pb = ib[i].values ?? (ib[i].value ? [ib[i].value!] : []);
     if (pa.length !== pb.length) {
       diffs.push(`${ka[i]}: ours ${pa.length} points, Prometheus ${pb.length}`);
       continue;
     }
     for (let j = 0; j < pa.length; j++) {
-      if (pa[j][0] !== pb[j][0] || !sameValue(pa[j][1], pb[j][1], tolerance)) {
+      if (pa[j][0] !== pb[j][0] || !sameValue(pa[j][1], pb[j][1])) {
         diffs.push(`${ka[i]} point ${j}: ours ${pa[j]}, Prometheus ${pb[j]}`);
         break;
       }
