@@ -10,15 +10,15 @@
  *
  * Bucket boundaries: bucket `i` of schema `s` is (2^((i-1)/2^s), 2^(i/2^s)]
  * for positive values (mirrored for negative ones). The fractions
- * 2^(k/2^s) are computed here with `Math.pow`; Prometheus takes them from a
- * table whose entries differ from that in the last bit for some `k`, so a
- * boundary may differ by one unit in the last place.
+ * 2^(k/2^s) / 2 come from the same numbers Prometheus uses
+ * (histogram_bounds.ts), so boundaries are bit for bit Prometheus's.
  *
  * @module
  */
 import type { DecodedHistogram } from "../ingest.ts";
 import type { StoredHistogram } from "../remote_read/histograms.ts";
 import type { SeriesData } from "./value.ts";
+import { SCHEMA_8_FRACTIONS } from "./histogram_bounds.ts";
 
 /** One side's buckets: indexes ascending, counts index for index. */
 export interface Buckets {
@@ -60,7 +60,8 @@ function fracs(schema: number): Float64Array {
   if (!t) {
     const n = 2 ** schema;
     t = new Float64Array(n);
-    for (let k = 0; k < n; k++) t[k] = Math.pow(2, k / n) / 2;
+    // Schemas 0..8 (decoding refuses higher ones).
+    for (let k = 0; k < n; k++) t[k] = SCHEMA_8_FRACTIONS[k * 2 ** (8 - schema)];
     fracTables.set(schema, t);
   }
   return t;
