@@ -1433,15 +1433,15 @@ function absentLabels(arg: Expr): Labels {
   return out;
 }
 
-/** Classic-histogram quantiles: buckets grouped by labels without `le` (and the name). */
+/**
+ * `histogram_quantile`: classic buckets grouped by their labels without
+ * `le` (with the name: `a_bucket` and `b_bucket` are two groups, whose
+ * answers then collide, as in 2.42), and native histograms. A native
+ * histogram with the labels of a classic group: 2.42 answers for neither.
+ */
 function histogramQuantile(q: number, input: Sample[]): Sample[] {
   const groups = new Map<string, { labels: Labels; buckets: { ub: number; count: number }[] }>();
-  const order: string[] = [];
-  // Classic groups by their labels with the name (what a native histogram
-  // of the same series would have): 2.42 answers for neither of the two.
-  const byFullLabels = new Map<string, string>();
   const natives: Sample[] = [];
-  const anyNative = input.some((x) => x.h);
   for (const s of input) {
     if (s.h) {
       natives.push(s);
@@ -1451,34 +1451,19 @@ function histogramQuantile(q: number, input: Sample[]): Sample[] {
     if (le === undefined) continue;
     const ub = parseLe(le);
     if (ub === null) continue;
-    const l = { ...dropName(s.labels) };
+    const l = { ...s.labels };
     delete l.le;
     const key = labelsKey(l);
     let g = groups.get(key);
-    if (!g) {
-      groups.set(key, g = { labels: l, buckets: [] });
-      order.push(key);
-    }
+    if (!g) groups.set(key, g = { labels: dropName(l), buckets: [] });
     g.buckets.push({ ub, count: s.v });
-    if (anyNative) {
-      const full = { ...s.labels };
-      delete full.le;
-      byFullLabels.set(labelsKey(full), key);
-    }
   }
   const out: Sample[] = [];
   for (const s of natives) {
-    const key = byFullLabels.get(labelsKey(s.labels));
-    if (key !== undefined && groups.has(key)) {
-      groups.delete(key);
-      continue;
-    }
+    if (groups.delete(labelsKey(s.labels))) continue;
     out.push({ labels: dropName(s.labels), v: nativeQuantile(q, s.h!) });
   }
-  for (const k of order) {
-    const g = groups.get(k);
-    if (g) out.push({ labels: g.labels, v: bucketQuantile(q, g.buckets) });
-  }
+  for (const g of groups.values()) out.push({ labels: g.labels, v: bucketQuantile(q, g.buckets) });
   return out;
 }
 

@@ -189,6 +189,11 @@ export const CORPUS: string[] = [
   "histogram_quantile(1, rate(dt_latency_seconds_bucket[5m]))",
   "histogram_quantile(1.5, rate(dt_latency_seconds_bucket[5m]))",
   "histogram_quantile(0.75, dt_latency_seconds_bucket)",
+  // Buckets are grouped with their name: a renamed instance's buckets are
+  // one histogram; two metrics' buckets with otherwise equal labels are
+  // two histograms, whose answers collide (an error).
+  'histogram_quantile(0.75, label_replace(dt_latency_seconds_bucket, "__name__", "other_bucket", "instance", "a") or dt_latency_seconds_bucket)',
+  'histogram_quantile(0.75, label_replace(dt_latency_seconds_bucket, "__name__", "other_bucket", "le", "0.1|[+]Inf") or dt_latency_seconds_bucket{instance="b"})',
   'label_replace(dt_up, "x", "$1$2", "instance", "(a)|(b)")',
   'label_replace(dt_up, "x", "${n}y", "instance", "(?P<n>.)")',
   'label_replace(dt_up, "x", "$1x", "instance", "(.)")',
