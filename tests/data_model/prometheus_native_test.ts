@@ -10,82 +10,15 @@
  * Prometheus answers from its own TSDB; exemplars and metadata are in SQL.
  */
 import assert from "node:assert/strict";
-import { protobuf } from "../../deps.ts";
 import { inProcessConnector } from "../helpers/connector.ts";
 import { freshDatabase } from "../helpers/db.ts";
 import { freePort } from "../helpers/ports.ts";
 import { killAll } from "../helpers/procs.ts";
 import { startPrometheus } from "../helpers/prometheus.ts";
-
-// The exposition format's messages (io.prometheus.client, metrics.proto),
-// the subset the target sends; field numbers as upstream.
-const EXPOSITION_PROTO = `
-syntax = "proto3";
-package io.prometheus.client;
-message LabelPair { string name = 1; string value = 2; }
-enum MetricType { COUNTER = 0; GAUGE = 1; SUMMARY = 2; UNTYPED = 3; HISTOGRAM = 4; GAUGE_HISTOGRAM = 5; }
-message Timestamp { int64 seconds = 1; int32 nanos = 2; }
-message Exemplar { repeated LabelPair label = 1; double value = 2; Timestamp timestamp = 3; }
-message Counter { double value = 1; Exemplar exemplar = 2; }
-message BucketSpan { sint32 offset = 1; uint32 length = 2; }
-message Histogram {
-  uint64 sample_count = 1;
-  double sample_sum = 2;
-  sint32 schema = 5;
-  double zero_threshold = 6;
-  uint64 zero_count = 7;
-  repeated BucketSpan negative_span = 9;
-  repeated sint64 negative_delta = 10;
-  repeated BucketSpan positive_span = 12;
-  repeated sint64 positive_delta = 13;
-}
-message Metric { repeated LabelPair label = 1; Counter counter = 3; Histogram histogram = 7; }
-message MetricFamily { string name = 1; string help = 2; MetricType type = 3; repeated Metric metric = 4; }
-`;
-const MetricFamily = protobuf.parse(EXPOSITION_PROTO, { keepCase: true }).root.lookupType(
-  "io.prometheus.client.MetricFamily",
-);
-
-/** A native histogram of schema 0 that the target fills a little more every scrape. */
-class Observed {
-  count = 0;
-  sum = 0;
-  zero = 0;
-  pos = new Map<number, number>();
-  neg = new Map<number, number>();
-
-  observe(v: number): void {
-    this.count++;
-    this.sum += v;
-    if (Math.abs(v) <= 1e-3) this.zero++;
-    else {
-      const idx = Math.ceil(Math.log2(Math.abs(v)));
-      const m = v > 0 ? this.pos : this.neg;
-      m.set(idx, (m.get(idx) ?? 0) + 1);
-    }
-  }
-
-  /** Spans and deltas of one side, as the exposition format wants them. */
-  static side(m: Map<number, number>) {
-    const idx = [...m.keys()].sort((a, b) => a - b);
-    const spans: { offset: number; length: number }[] = [];
-    const deltas: number[] = [];
-    let prevIdx = 0;
-    let prevCount = 0;
-    for (let i = 0; i < idx.length; i++) {
-      if (i > 0 && idx[i] === idx[i - 1] + 1) spans[spans.length - 1].length++;
-      else spans.push({ offset: i === 0 ? idx[i] : idx[i] - prevIdx - 1, length: 1 });
-      prevIdx = idx[i];
-      const c = m.get(idx[i])!;
-      deltas.push(c - prevCount);
-      prevCount = c;
-    }
-    return { spans, deltas };
-  }
-}
+import { expositionResponse, ObservedHistogram } from "../helpers/exposition.ts";
 
 function startTarget(): { port: number; close: () => Promise<void> } {
-  const h = new Observed();
+  const h = new ObservedHistogram(0, 1e-3);
   let scrapes = 0;
   let requests = 0;
   const port = freePort();
@@ -93,8 +26,6 @@ function startTarget(): { port: number; close: () => Promise<void> } {
     scrapes++;
     for (const v of [0.3, 1.5, 3 + scrapes % 5, -0.7, 0.0005, 12.5 * (scrapes % 3)]) h.observe(v);
     requests += 3 + (scrapes % 4);
-    const pos = Observed.side(h.pos);
-    const neg = Observed.side(h.neg);
     const now = Date.now();
     const families = [
       {
@@ -103,17 +34,7 @@ function startTarget(): { port: number; close: () => Promise<void> } {
         type: 4,
         metric: [{
           label: [{ name: "path", value: "/api" }],
-          histogram: {
-            sample_count: h.count,
-            sample_sum: h.sum,
-            schema: 0,
-            zero_threshold: 1e-3,
-            zero_count: h.zero,
-            positive_span: pos.spans,
-            positive_delta: pos.deltas,
-            negative_span: neg.spans,
-            negative_delta: neg.deltas,
-          },
+          histogram: h.proto(),
         }],
       },
       {
@@ -133,21 +54,7 @@ function startTarget(): { port: number; close: () => Promise<void> } {
         }],
       },
     ];
-    const parts = families.map((f) =>
-      MetricFamily.encodeDelimited(MetricFamily.fromObject(f)).finish()
-    );
-    const body = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-    let o = 0;
-    for (const p of parts) {
-      body.set(p, o);
-      o += p.length;
-    }
-    return new Response(body, {
-      headers: {
-        "content-type":
-          "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited",
-      },
-    });
+    return expositionResponse(families);
   });
   return { port, close: () => server.shutdown() };
 }

@@ -19,92 +19,13 @@
  * histogram later (mixed float/histogram windows).
  */
 import { assert } from "../helpers/assert.ts";
-import { protobuf } from "../../deps.ts";
 import { inProcessConnector } from "../helpers/connector.ts";
 import { freshDatabase } from "../helpers/db.ts";
 import { freePort } from "../helpers/ports.ts";
 import { killAll } from "../helpers/procs.ts";
 import { startPrometheus } from "../helpers/prometheus.ts";
+import { expositionResponse, ObservedHistogram } from "../helpers/exposition.ts";
 import { type Answer, compareAnswers, inexactQuery, RELATIVE_TOLERANCE } from "./compare.ts";
-
-const EXPOSITION_PROTO = `
-syntax = "proto3";
-package io.prometheus.client;
-message LabelPair { string name = 1; string value = 2; }
-enum MetricType { COUNTER = 0; GAUGE = 1; SUMMARY = 2; UNTYPED = 3; HISTOGRAM = 4; GAUGE_HISTOGRAM = 5; }
-message Counter { double value = 1; }
-message BucketSpan { sint32 offset = 1; uint32 length = 2; }
-message Histogram {
-  uint64 sample_count = 1;
-  double sample_sum = 2;
-  sint32 schema = 5;
-  double zero_threshold = 6;
-  uint64 zero_count = 7;
-  repeated BucketSpan negative_span = 9;
-  repeated sint64 negative_delta = 10;
-  repeated BucketSpan positive_span = 12;
-  repeated sint64 positive_delta = 13;
-}
-message Metric { repeated LabelPair label = 1; Counter counter = 3; Histogram histogram = 7; }
-message MetricFamily { string name = 1; string help = 2; MetricType type = 3; repeated Metric metric = 4; }
-`;
-const MetricFamily = protobuf.parse(EXPOSITION_PROTO, { keepCase: true }).root.lookupType(
-  "io.prometheus.client.MetricFamily",
-);
-
-/** A native histogram of one schema, filled by observations. */
-class Observed {
-  count = 0;
-  sum = 0;
-  zero = 0;
-  pos = new Map<number, number>();
-  neg = new Map<number, number>();
-  constructor(readonly schema: number, readonly zeroThreshold: number) {}
-
-  observe(v: number): void {
-    this.count++;
-    this.sum += v;
-    if (Math.abs(v) <= this.zeroThreshold) {
-      this.zero++;
-      return;
-    }
-    // Bucket i holds (2^((i-1)/2^s), 2^(i/2^s)]; the values used are far from bounds.
-    const idx = Math.ceil(Math.log2(Math.abs(v)) * 2 ** this.schema);
-    const m = v > 0 ? this.pos : this.neg;
-    m.set(idx, (m.get(idx) ?? 0) + 1);
-  }
-
-  static side(m: Map<number, number>) {
-    const idx = [...m.keys()].sort((a, b) => a - b);
-    const spans: { offset: number; length: number }[] = [];
-    const deltas: number[] = [];
-    let prevCount = 0;
-    for (let i = 0; i < idx.length; i++) {
-      if (i > 0 && idx[i] === idx[i - 1] + 1) spans[spans.length - 1].length++;
-      else spans.push({ offset: i === 0 ? idx[i] : idx[i] - idx[i - 1] - 1, length: 1 });
-      const c = m.get(idx[i])!;
-      deltas.push(c - prevCount);
-      prevCount = c;
-    }
-    return { spans, deltas };
-  }
-
-  proto() {
-    const pos = Observed.side(this.pos);
-    const neg = Observed.side(this.neg);
-    return {
-      sample_count: this.count,
-      sample_sum: this.sum,
-      schema: this.schema,
-      zero_threshold: this.zeroThreshold,
-      zero_count: this.zero,
-      positive_span: pos.spans,
-      positive_delta: pos.deltas,
-      negative_span: neg.spans,
-      negative_delta: neg.deltas,
-    };
-  }
-}
 
 /** Scrapes after which "/b" restarts and "/c" is gone. */
 const RESET_AT = 14;
@@ -112,10 +33,10 @@ const C_GONE_AT = 9;
 const SWITCH_AT = 11;
 
 function startTarget(): { port: number; scrapes: () => number; close: () => Promise<void> } {
-  const a = new Observed(0, 1e-3);
-  let b = new Observed(3, 1e-2);
-  const c = new Observed(1, 1e-3);
-  const sw = new Observed(2, 1e-3);
+  const a = new ObservedHistogram(0, 1e-3);
+  let b = new ObservedHistogram(3, 1e-2);
+  const c = new ObservedHistogram(1, 1e-3);
+  const sw = new ObservedHistogram(2, 1e-3);
   const requests = new Map<string, number>([["/a", 0], ["/b", 0]]);
   let scrapes = 0;
   const port = freePort();
@@ -125,7 +46,7 @@ function startTarget(): { port: number; scrapes: () => number; close: () => Prom
     for (const v of [0.3, 1.45, 3.3 + (scrapes % 5) * 1.1, -0.7, -5.5, 0.0005, 0.0052]) {
       a.observe(v);
     }
-    if (scrapes === RESET_AT) b = new Observed(3, 1e-2);
+    if (scrapes === RESET_AT) b = new ObservedHistogram(3, 1e-2);
     for (const v of [0.13, 0.61, 1.3 + (scrapes % 3) * 0.37, 7.1, 0.004]) b.observe(v);
     for (let i = 0; i < scrapes % 4; i++) b.observe(2.2);
     c.observe(0.9);
@@ -165,21 +86,7 @@ function startTarget(): { port: number; scrapes: () => number; close: () => Prom
           metric: [{ label: [{ name: "path", value: "/s" }], histogram: sw.proto() }],
         },
     ];
-    const parts = families.map((f) =>
-      MetricFamily.encodeDelimited(MetricFamily.fromObject(f)).finish()
-    );
-    const body = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-    let o = 0;
-    for (const p of parts) {
-      body.set(p, o);
-      o += p.length;
-    }
-    return new Response(body, {
-      headers: {
-        "content-type":
-          "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited",
-      },
-    });
+    return expositionResponse(families);
   });
   return { port, scrapes: () => scrapes, close: () => server.shutdown() };
 }
