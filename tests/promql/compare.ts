@@ -167,3 +167,91 @@ export function compareAnswers(
   }
   return diffs;
 }
+
+/** Asks `base`'s query API `path` (query, query_range, …) with a form POST. */
+export async function askApi(
+  base: string,
+  path: string,
+  params: Record<string, string>,
+): Promise<Answer> {
+  const res = await fetch(`${base}/api/v1/${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams(params).toString(),
+  });
+  return { status: res.status, body: await res.json() };
+}
+
+/** A corpus and where to ask it: each query at every instant, and over every range. */
+export interface CorpusPlan {
+  ours: string;
+  prometheus: string;
+  queries: string[];
+  /** Of `queries`, those asked as instant queries only. */
+  instantOnly: string[];
+  times: number[];
+  ranges: { start: number; end: number; step: string }[];
+}
+
+/** What comparing a corpus found. */
+export interface CorpusResult {
+  compared: number;
+  /** One entry per differing answer: the request and its first differences. */
+  failures: string[];
+  /** Prometheus's answers that held data (a non-empty result, or a scalar). */
+  nonEmpty: number;
+  /** Prometheus's answers that held a native histogram. */
+  withHistograms: number;
+  /** Prometheus's answers that were errors. */
+  errors: number;
+  /** Queries whose values matched only to the tolerance (see `inexactQuery`). */
+  inexactQueries: Set<string>;
+}
+
+/**
+ * Asks both APIs every query of the plan, one request pair at a time, and
+ * compares the answers (bit for bit, but for `inexactQuery`s; in order
+ * for `sort…` queries).
+ */
+export async function runCorpus(p: CorpusPlan): Promise<CorpusResult> {
+  const r: CorpusResult = {
+    compared: 0,
+    failures: [],
+    nonEmpty: 0,
+    withHistograms: 0,
+    errors: 0,
+    inexactQueries: new Set(),
+  };
+  const check = async (query: string, path: string, params: Record<string, string>) => {
+    const [ours, theirs] = await Promise.all([
+      askApi(p.ours, path, { query, ...params }),
+      askApi(p.prometheus, path, { query, ...params }),
+    ]);
+    r.compared++;
+    const result = theirs.body.data?.result;
+    if (theirs.body.status !== "success") r.errors++;
+    else if (!Array.isArray(result) || result.length > 0) r.nonEmpty++;
+    if (JSON.stringify(theirs.body).includes('"histogram')) r.withHistograms++;
+    const before = inexact.count;
+    const tolerance = inexactQuery(query) ? RELATIVE_TOLERANCE : 0;
+    const diffs = compareAnswers(ours, theirs, query.startsWith("sort"), tolerance);
+    if (inexact.count > before) r.inexactQueries.add(query);
+    if (diffs.length) {
+      r.failures.push(
+        `${path} ${query} ${JSON.stringify(params)}\n  ${diffs.slice(0, 3).join("\n  ")}`,
+      );
+    }
+  };
+  for (const query of p.queries) {
+    for (const t of p.times) await check(query, "query", { time: String(t) });
+    if (p.instantOnly.includes(query)) continue;
+    for (const range of p.ranges) {
+      await check(query, "query_range", {
+        start: String(range.start),
+        end: String(range.end),
+        step: range.step,
+      });
+    }
+  }
+  return r;
+}

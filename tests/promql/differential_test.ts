@@ -18,13 +18,7 @@ import { freePort } from "../helpers/ports.ts";
 import { killAll, spawnProcess, tempDir, waitForHttp } from "../helpers/procs.ts";
 import { PROMETHEUS_BIN } from "../helpers/prometheus.ts";
 import { writeRequestBody } from "../helpers/payload.ts";
-import {
-  type Answer,
-  compareAnswers,
-  inexact,
-  inexactQuery,
-  RELATIVE_TOLERANCE,
-} from "./compare.ts";
+import { inexact, runCorpus } from "./compare.ts";
 import { dataset, T0 } from "./dataset.ts";
 
 const S0 = T0 / 1000;
@@ -386,15 +380,6 @@ const RANGES = [
   { start: S0 + 123, end: S0 + 3900, step: "37s" },
 ];
 
-async function ask(base: string, path: string, params: Record<string, string>): Promise<Answer> {
-  const res = await fetch(`${base}/api/v1/${path}`, {
-    method: "POST",
-    headers: { "content-type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams(params).toString(),
-  });
-  return { status: res.status, body: await res.json() };
-}
-
 Deno.test({
   name: "PromQL answers as Prometheus 2.42 does over the same data (corpus, instant and range)",
   sanitizeResources: false,
@@ -429,41 +414,14 @@ Deno.test({
       const prom = `http://127.0.0.1:${port}`;
       await waitForHttp(`${prom}/-/ready`, { timeoutMs: 30_000, proc });
 
-      const failures: string[] = [];
-      let compared = 0;
-      let nonEmpty = 0;
-      let errors = 0;
-      const inexactQueries = new Set<string>();
-      const check = async (query: string, path: string, params: Record<string, string>) => {
-        const [ours, theirs] = await Promise.all([
-          ask(conn.url, path, { query, ...params }),
-          ask(prom, path, { query, ...params }),
-        ]);
-        compared++;
-        const r = theirs.body.data?.result;
-        if (theirs.body.status === "success" && (!Array.isArray(r) || r.length > 0)) nonEmpty++;
-        if (theirs.body.status !== "success") errors++;
-        const before = inexact.count;
-        const tolerance = inexactQuery(query) ? RELATIVE_TOLERANCE : 0;
-        const diffs = compareAnswers(ours, theirs, query.startsWith("sort"), tolerance);
-        if (inexact.count > before) inexactQueries.add(query);
-        if (diffs.length) {
-          failures.push(
-            `${path} ${query} ${JSON.stringify(params)}\n  ${diffs.slice(0, 3).join("\n  ")}`,
-          );
-        }
-      };
-      for (const query of [...CORPUS, ...INSTANT_ONLY]) {
-        for (const t of INSTANT_TIMES) await check(query, "query", { time: String(t) });
-        if (INSTANT_ONLY.includes(query)) continue;
-        for (const r of RANGES) {
-          await check(query, "query_range", {
-            start: String(r.start),
-            end: String(r.end),
-            step: r.step,
-          });
-        }
-      }
+      const { compared, failures, nonEmpty, errors, inexactQueries } = await runCorpus({
+        ours: conn.url,
+        prometheus: prom,
+        queries: [...CORPUS, ...INSTANT_ONLY],
+        instantOnly: INSTANT_ONLY,
+        times: INSTANT_TIMES,
+        ranges: RANGES,
+      });
       assert(
         failures.length === 0,
         `${failures.length} of ${compared} answers differ from Prometheus:\n${failures.join("\n")}`,

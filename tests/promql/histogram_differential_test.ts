@@ -25,7 +25,7 @@ import { freePort } from "../helpers/ports.ts";
 import { killAll } from "../helpers/procs.ts";
 import { startPrometheus } from "../helpers/prometheus.ts";
 import { expositionResponse, ObservedHistogram } from "../helpers/exposition.ts";
-import { type Answer, compareAnswers, inexactQuery, RELATIVE_TOLERANCE } from "./compare.ts";
+import { askApi, compareAnswers, runCorpus } from "./compare.ts";
 
 /** Scrapes after which "/b" restarts and "/c" is gone. */
 const RESET_AT = 14;
@@ -203,15 +203,6 @@ export const HISTOGRAM_CORPUS: string[] = [
 /** Queries whose answer is a range vector (instant queries only). */
 const INSTANT_ONLY = [`${H}[4s]`, `rate(${H}[5s])[6s:2s]`];
 
-async function ask(base: string, path: string, params: Record<string, string>): Promise<Answer> {
-  const res = await fetch(`${base}/api/v1/${path}`, {
-    method: "POST",
-    headers: { "content-type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams(params).toString(),
-  });
-  return { status: res.status, body: await res.json() };
-}
-
 Deno.test({
   name: "native histograms in PromQL answer as in Prometheus 2.42 (scraped, remote-written)",
   sanitizeResources: false,
@@ -244,8 +235,8 @@ Deno.test({
       let same = false;
       for (let i = 0; i < 60 && !same; i++) {
         const [ours, theirs] = await Promise.all([
-          ask(conn.url, "query", { query: probe, time: now }),
-          ask(prom.url, "query", { query: probe, time: now }),
+          askApi(conn.url, "query", { query: probe, time: now }),
+          askApi(prom.url, "query", { query: probe, time: now }),
         ]);
         const r = theirs.body.data?.result;
         if (!Array.isArray(r)) throw new Error(`probe: ${JSON.stringify(theirs.body)}`);
@@ -254,11 +245,11 @@ Deno.test({
       }
       assert(same, "remote write did not deliver every sample");
       // The data's time span, from Prometheus.
-      const span = await ask(prom.url, "query", {
+      const span = await askApi(prom.url, "query", {
         query: `max_over_time(timestamp(${H}{path="/a"})[1h:1s])`,
         time: now,
       });
-      const firstAns = await ask(prom.url, "query", {
+      const firstAns = await askApi(prom.url, "query", {
         query: `min_over_time(timestamp(${H}{path="/a"})[1h:1s])`,
         time: now,
       });
@@ -281,37 +272,14 @@ Deno.test({
         { start: first + 0.7, end: last + 3, step: "2.3" },
       ];
 
-      const failures: string[] = [];
-      let compared = 0;
-      let withHistograms = 0;
-      let errors = 0;
-      const check = async (query: string, path: string, params: Record<string, string>) => {
-        const [ours, theirs] = await Promise.all([
-          ask(conn.url, path, { query, ...params }),
-          ask(prom.url, path, { query, ...params }),
-        ]);
-        compared++;
-        if (JSON.stringify(theirs.body).includes('"histogram')) withHistograms++;
-        if (theirs.body.status !== "success") errors++;
-        const tolerance = inexactQuery(query) ? RELATIVE_TOLERANCE : 0;
-        const diffs = compareAnswers(ours, theirs, query.startsWith("sort"), tolerance);
-        if (diffs.length) {
-          failures.push(
-            `${path} ${query} ${JSON.stringify(params)}\n  ${diffs.slice(0, 3).join("\n  ")}`,
-          );
-        }
-      };
-      for (const query of [...HISTOGRAM_CORPUS, ...INSTANT_ONLY]) {
-        for (const t of times) await check(query, "query", { time: String(t) });
-        if (INSTANT_ONLY.includes(query)) continue;
-        for (const r of ranges) {
-          await check(query, "query_range", {
-            start: String(r.start),
-            end: String(r.end),
-            step: r.step,
-          });
-        }
-      }
+      const { compared, failures, withHistograms, errors } = await runCorpus({
+        ours: conn.url,
+        prometheus: prom.url,
+        queries: [...HISTOGRAM_CORPUS, ...INSTANT_ONLY],
+        instantOnly: INSTANT_ONLY,
+        times,
+        ranges,
+      });
       assert(
         failures.length === 0,
         `${failures.length} of ${compared} answers differ from Prometheus:\n${
