@@ -2,9 +2,9 @@
  * Data access for PromQL: selectors and time ranges go to PostgreSQL, the
  * rest happens in memory.
  *
- * Samples come through the remote-read querier (`src/remote_read/`), so
- * PromQL sees exactly what remote read serves: matchers translated to SQL
- * (regexes included), every bit of every value (staleness markers too), and
+ * Samples come by the same SQL as remote read's (`fetch_sql.ts`, tuned for
+ * speed: see there), so PromQL sees exactly what remote read serves:
+ * matchers translated to SQL (regexes included), every bit of every value (staleness markers too), and
  * in HA mode no replica label (matchers on it are dropped; the `cluster`
  * label is stored and selectable). The metadata endpoints (`series`,
  * `labels`, `label/<name>/values`) query the series catalog with the same
@@ -13,13 +13,12 @@
  * @module
  */
 import type { Sql } from "../../deps.ts";
-import { HttpError } from "../errors.ts";
 import { mapDbError } from "../db_errors.ts";
 import type { Gate } from "../storage/db.ts";
-import { runQueries } from "../remote_read/querier.ts";
 import { matchersToSql } from "../remote_read/matchers.ts";
 import type { LabelMatcher } from "./ast.ts";
 import { EvalError } from "./eval.ts";
+import { fetchSeries, TooManySamples } from "./fetch_sql.ts";
 import { compareLabels, type Labels, type SeriesData } from "./value.ts";
 
 /** What PromQL reads. */
@@ -83,7 +82,15 @@ export interface PgStoreOptions {
   gate?: Gate;
   /** In HA mode, the replica label (never stored; matchers on it are dropped). */
   replicaLabel?: string;
+  /**
+   * Statements per selector, each fetching a part of its series on its own
+   * connection (default {@linkcode DEFAULT_PARALLEL}).
+   */
+  parallel?: number;
 }
+
+/** Statements per selector by default: two halves of the series, fetched at once. */
+export const DEFAULT_PARALLEL = 2;
 
 /** Stored times are within years 0001..9999 (as the write path clamps them). */
 const MIN_TIMESTAMP_MS = -62135596800000;
@@ -100,9 +107,9 @@ export class PgPromqlStore implements PromqlStore {
     selectors: { matchers: LabelMatcher[]; minMs: number; maxMs: number }[],
     maxSamples: number,
   ): Promise<SeriesData[][]> {
-    let res;
+    let results;
     try {
-      res = await runQueries(
+      results = await fetchSeries(
         selectors.map((s) => ({
           matchers: s.matchers,
           startMs: clamp(s.minMs),
@@ -113,17 +120,18 @@ export class PgPromqlStore implements PromqlStore {
           gate: this.o.gate,
           maxSamples,
           replicaLabel: this.o.replicaLabel,
+          parallel: this.o.parallel ?? DEFAULT_PARALLEL,
         },
       );
     } catch (err) {
-      if (err instanceof HttpError && err.status === 413) {
+      if (err instanceof TooManySamples) {
         throw new EvalError(
           "query processing would load too many samples into memory in query execution",
         );
       }
-      throw err;
+      throw mapDbError(err, "Cannot run read query", "Database unavailable");
     }
-    return res.results.map((list) =>
+    return results.map((list) =>
       list.map((r) => {
         const labels: Labels = {};
         for (const l of r.labels) labels[l.name] = l.value;
