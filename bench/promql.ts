@@ -87,6 +87,10 @@ async function timed(base: string, query: string) {
   return { ms: performance.now() - started, answer: { status: res.status, body } };
 }
 
+console.log(
+  `${new Date().toISOString()}, load average ${Deno.loadavg().join(" ")}, ` +
+    `${navigator.hardwareConcurrency} CPUs; ${SERIES} series, ${HOURS} h, step 15 s`,
+);
 const db = await freshDatabase("bench_promql");
 const conn = await inProcessConnector(db.uri, [], { pool: 8 });
 try {
@@ -110,6 +114,7 @@ try {
     const { PgPromqlStore } = await import("../src/promql/fetch.ts");
     const { parseExpr } = await import("../src/promql/parse.ts");
     const { Evaluator, selectorRanges } = await import("../src/promql/eval.ts");
+    const { runQueries } = await import("../src/remote_read/querier.ts");
     const store = new PgPromqlStore({ sql: db.sql });
     for (const q of QUERIES) {
       const expr = parseExpr(q);
@@ -119,8 +124,16 @@ try {
         stepMs: STEP,
         lookbackMs: 300_000,
       };
-      const t0 = performance.now();
       const ranges = [...selectorRanges(expr, qt)];
+      const reads = ranges.map(([vs, r]) => ({
+        matchers: vs.matchers,
+        startMs: r.minMs,
+        endMs: r.maxMs,
+      }));
+      // Remote read's querier (what fetch.ts used before fetch_sql.ts), for comparison.
+      const q0 = performance.now();
+      await runQueries(reads, { sql: db.sql, maxSamples: 1e9 });
+      const t0 = performance.now();
       const lists = await store.select(
         ranges.map(([vs, r]) => ({ matchers: vs.matchers, minMs: r.minMs, maxMs: r.maxMs })),
         1e9,
@@ -132,8 +145,9 @@ try {
       JSON.stringify(out);
       const t3 = performance.now();
       console.log(
-        `${q}: fetch ${(t1 - t0).toFixed(0)} ms, eval ${(t2 - t1).toFixed(0)} ms, ` +
-          `json ${(t3 - t2).toFixed(0)} ms`,
+        `${q}: fetch ${(t1 - t0).toFixed(0)} ms (remote read's querier: ${
+          (t0 - q0).toFixed(0)
+        } ms), eval ${(t2 - t1).toFixed(0)} ms, json ${(t3 - t2).toFixed(0)} ms`,
       );
     }
   }
@@ -175,6 +189,7 @@ try {
       }× |`,
     );
   }
+  console.log(`\nload average at the end: ${Deno.loadavg().join(" ")}`);
 } finally {
   await killAll();
   await conn.stop();

@@ -303,15 +303,19 @@ class RawJson {
  */
 function matrixJson(series: Series[]): RawJson {
   const parts: string[] = ['{"resultType":"matrix","result":['];
+  // `[<time>,"` per step: series share the steps, so each is printed once.
+  const prefixes = new Map<number, string>();
   for (let i = 0; i < series.length; i++) {
     const s = series[i];
     if (i > 0) parts.push(",");
     parts.push(`{"metric":${JSON.stringify(sortedLabels(s.labels))},"values":[`);
-    let chunk = "";
+    const points: string[] = [];
     for (let j = 0; j < s.ts.length; j++) {
-      chunk += `${j > 0 ? "," : ""}[${s.ts[j] / 1000},"${formatValue(s.vs[j])}"]`;
+      let p = prefixes.get(s.ts[j]);
+      if (p === undefined) prefixes.set(s.ts[j], p = `[${s.ts[j] / 1000},"`);
+      points.push(p + formatValue(s.vs[j]) + '"]');
     }
-    parts.push(chunk, "]}");
+    parts.push(points.join(","), "]}");
   }
   parts.push("]}");
   return new RawJson(parts.join(""));
