@@ -21,6 +21,7 @@ import { HttpError } from "../errors.ts";
 import { COMMIT, VERSION } from "../version.ts";
 import { type Expr, type LabelMatcher, typeOf } from "./ast.ts";
 import { EvalError, Evaluator, type QueryTimes, selectorRanges } from "./eval.ts";
+import { selectorGrids } from "./pushdown.ts";
 import type { OptionalRange, PromqlStore } from "./fetch.ts";
 import { parseDuration, ParseError, parseExpr, parseSelector } from "./parse.ts";
 import type { SeriesData, Value } from "./value.ts";
@@ -216,8 +217,14 @@ async function fetchData(
   deadline: number,
 ): Promise<Map<never, SeriesData[]>> {
   const ranges = [...selectorRanges(expr, q)];
+  const grids = selectorGrids(expr, q);
   const fetch = o.store.select(
-    ranges.map(([vs, r]) => ({ matchers: vs.matchers, minMs: r.minMs, maxMs: r.maxMs })),
+    ranges.map(([vs, r]) => ({
+      matchers: vs.matchers,
+      minMs: r.minMs,
+      maxMs: r.maxMs,
+      grid: grids.get(vs),
+    })),
     o.maxSamples,
   );
   let timer: ReturnType<typeof setTimeout> | undefined;

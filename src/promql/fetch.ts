@@ -17,6 +17,7 @@ import { mapDbError } from "../db_errors.ts";
 import type { Gate } from "../storage/db.ts";
 import { matchersToSql } from "../remote_read/matchers.ts";
 import type { LabelMatcher } from "./ast.ts";
+import type { Grid } from "./pushdown.ts";
 import { EvalError } from "./eval.ts";
 import { fetchSeries, TooManySamples } from "./fetch_sql.ts";
 import { compareLabels, type Labels, type SeriesData } from "./value.ts";
@@ -28,10 +29,7 @@ export interface PromqlStore {
    * (inclusive), one list of series per selector, each sorted by labels.
    * Throws an {@linkcode EvalError} beyond `maxSamples` samples in all.
    */
-  select(
-    selectors: { matchers: LabelMatcher[]; minMs: number; maxMs: number }[],
-    maxSamples: number,
-  ): Promise<SeriesData[][]>;
+  select(selectors: Selection[], maxSamples: number): Promise<SeriesData[][]>;
   /** Label sets of the series any matcher list selects (with samples in the range, if given). */
   series(sets: LabelMatcher[][], range: OptionalRange, limit: number): Promise<Labels[]>;
   /** Label names, sorted; of the selected series when `sets` is not empty. */
@@ -55,6 +53,15 @@ export interface PromqlStore {
    * time (`/api/v1/query_exemplars`). Absent: none is stored.
    */
   exemplars?(sets: LabelMatcher[][], minMs: number, maxMs: number): Promise<SeriesExemplars[]>;
+}
+
+/** What one selector needs. */
+export interface Selection {
+  matchers: LabelMatcher[];
+  minMs: number;
+  maxMs: number;
+  /** Only the samples in these windows are needed (`pushdown.ts`); all when absent. */
+  grid?: Grid;
 }
 
 /** One series of `/api/v1/query_exemplars`. */
@@ -103,10 +110,7 @@ const STALE_LO = 0x00000002;
 export class PgPromqlStore implements PromqlStore {
   constructor(private readonly o: PgStoreOptions) {}
 
-  async select(
-    selectors: { matchers: LabelMatcher[]; minMs: number; maxMs: number }[],
-    maxSamples: number,
-  ): Promise<SeriesData[][]> {
+  async select(selectors: Selection[], maxSamples: number): Promise<SeriesData[][]> {
     let results;
     try {
       results = await fetchSeries(
@@ -114,6 +118,7 @@ export class PgPromqlStore implements PromqlStore {
           matchers: s.matchers,
           startMs: clamp(s.minMs),
           endMs: clamp(s.maxMs),
+          grid: s.grid,
         })),
         {
           sql: this.o.sql,

@@ -14,7 +14,9 @@
  *   one lateral aggregate per series passes the JIT threshold, and
  *   compiling costs more than it saves on a statement that runs once;
  * - the selected series split into `parallel` parts (by id), fetched at
- *   once on as many connections, each part through the read gate.
+ *   once on as many connections, each part through the read gate;
+ * - with a grid of windows (`pushdown.ts`), only the samples in one of
+ *   them.
  *
  * Measured in bench/RESULTS.md ("PromQL: against Prometheus with remote
  * read"). The limit on samples counts over all parts; rows come through
@@ -32,12 +34,16 @@ import type { Gate } from "../storage/db.ts";
 import type { ReadQuery } from "../remote_read/decode.ts";
 import type { ResultSeries } from "../remote_read/encode.ts";
 import { matchersToSql } from "../remote_read/matchers.ts";
+import type { Grid } from "./pushdown.ts";
 
 /** Rows fetched per cursor round trip (each row is a whole series). */
 const CURSOR_ROWS = 64;
 
 /** Microseconds between 1970-01-01 and 2000-01-01, in ms. */
 const PG_EPOCH_MS = 946_684_800_000;
+
+/** The earliest stored time (0001-01-01), as the write path clamps. */
+const MIN_TIMESTAMP_MS = -62135596800000;
 
 /** Thrown when more than the allowed samples are selected. */
 export class TooManySamples extends Error {}
@@ -54,12 +60,15 @@ export interface FetchOptions {
   parallel: number;
 }
 
+/** A query, with the grid of windows whose samples alone it needs, if any. */
+export type FetchQuery = ReadQuery & { grid?: Grid };
+
 /**
  * One list of series per query, in order, each series with at least one
  * sample or histogram; series within a list in no particular order.
  */
 export async function fetchSeries(
-  queries: ReadQuery[],
+  queries: FetchQuery[],
   o: FetchOptions,
 ): Promise<ResultSeries[][]> {
   const results: ResultSeries[][] = [];
@@ -75,9 +84,28 @@ export async function fetchSeries(
     const cond = matchersToSql(matchers, 4);
     const parts = Math.max(1, Math.floor(o.parallel));
     const cap = String(o.maxSamples - samples + 1);
+    const params = [isoTime(q.startMs), isoTime(q.endMs), cap, ...cond.params];
+    let inGrid = (_t: string) => "";
+    if (q.grid) {
+      const g = q.grid;
+      // The grid's first point at or before startMs: date_bin() then needs no
+      // times before its origin.
+      const anchor = g.anchorMs - Math.max(0, Math.ceil((g.anchorMs - q.startMs) / g.stepMs)) *
+          g.stepMs;
+      if (anchor >= MIN_TIMESTAMP_MS) {
+        params.push(
+          `${g.stepMs} milliseconds`,
+          isoTime(anchor),
+          `${g.stepMs - g.widthMs} milliseconds`,
+        );
+        const [step, origin, gap] = [params.length - 2, params.length - 1, params.length];
+        // t is needed when the next grid point at or after it is within widthMs.
+        const bin = (t: string) => `date_bin($${step}::interval, ${t}, $${origin}::timestamptz)`;
+        inGrid = (t: string) => ` AND (${t} = ${bin(t)} OR ${t} >= ${bin(t)} + $${gap}::interval)`;
+      }
+    }
     const part = async (k: number) => {
-      const text = statement(cond.text, parts > 1 ? `AND s.id % ${parts} = ${k}` : "");
-      const params = [isoTime(q.startMs), isoTime(q.endMs), cap, ...cond.params];
+      const text = statement(cond.text, parts > 1 ? `AND s.id % ${parts} = ${k}` : "", inGrid);
       await o.sql.begin(async (tx) => {
         await tx.unsafe("SET LOCAL jit = off");
         const cursor = tx.unsafe<Row[]>(text, params as never[]).cursor(CURSOR_ROWS);
@@ -118,9 +146,10 @@ export async function fetchSeries(
 /**
  * The statement of one part: as the remote-read querier's, with the
  * changes listed in the module's description. `$1`, `$2`: the time range;
- * `$3`: most samples per series; `$4`...: the matchers' parameters.
+ * `$3`: most samples per series; `$4`...: the matchers' parameters, then
+ * the grid's; `inGrid(t)`: the grid's condition on a time (or nothing).
  */
-function statement(cond: string, part: string): string {
+function statement(cond: string, part: string, inGrid: (t: string) => string): string {
   return `
     SELECT ser.labels::text AS labels, x.n::int AS n, x.ts, x.vs, y.n::int AS hn, y.hb
     FROM (SELECT s.id, s.labels,
@@ -132,9 +161,9 @@ function statement(cond: string, part: string): string {
         string_agg(float8send(d.value), ''::bytea) AS vs
       FROM (SELECT p.time, p.value
             FROM _prom_catalog.series_samples(ser.id, $1::timestamptz, $2::timestamptz) p
-            WHERE NOT ser.has_h OR NOT EXISTS (
+            WHERE (NOT ser.has_h OR NOT EXISTS (
               SELECT 1 FROM _prom_data.histogram_samples h
-              WHERE h.series_id = ser.id AND h.time = p.time)
+              WHERE h.series_id = ser.id AND h.time = p.time))${inGrid("p.time")}
             ORDER BY p.time LIMIT $3::int8) d
     ) x
     CROSS JOIN LATERAL (
@@ -144,7 +173,7 @@ function statement(cond: string, part: string): string {
             FROM _prom_data.histogram_samples h
             JOIN _prom_data.samples p ON p.series_id = h.series_id AND p.time = h.time
             WHERE ser.has_h AND h.series_id = ser.id AND h.time >= $1::timestamptz
-              AND h.time <= $2::timestamptz
+              AND h.time <= $2::timestamptz${inGrid("h.time")}
             ORDER BY h.time LIMIT $3::int8) z
     ) y
     WHERE x.n > 0 OR y.n > 0`;
