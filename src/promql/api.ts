@@ -223,7 +223,7 @@ async function fetchData(
       matchers: vs.matchers,
       minMs: r.minMs,
       maxMs: r.maxMs,
-      grid: grids.get(vs),
+      ...(grids.has(vs) ? { grid: grids.get(vs) } : {}),
     })),
     o.maxSamples,
   );
