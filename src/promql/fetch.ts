@@ -91,7 +91,8 @@ export interface PgStoreOptions {
   replicaLabel?: string;
   /**
    * Statements per selector, each fetching a part of its series on its own
-   * connection (default {@linkcode DEFAULT_PARALLEL}).
+   * connection (default {@linkcode DEFAULT_PARALLEL}; never more than the
+   * gate's slots).
    */
   parallel?: number;
 }
@@ -125,7 +126,8 @@ export class PgPromqlStore implements PromqlStore {
           gate: this.o.gate,
           maxSamples,
           replicaLabel: this.o.replicaLabel,
-          parallel: this.o.parallel ?? DEFAULT_PARALLEL,
+          // No more parts than the gate lets run at once.
+          parallel: Math.min(this.o.parallel ?? DEFAULT_PARALLEL, this.o.gate?.slots ?? Infinity),
         },
       );
     } catch (err) {
