@@ -24,15 +24,15 @@
  *
  * @module
  */
+import type { Sql } from "../../deps.ts";
+import type { Gate } from "../storage/db.ts";
 import {
   HISTOGRAM_BYTES_SQL,
   histogramFromBytes,
+  type ReadQuery,
+  type ResultSeries,
   type StoredHistogram,
-} from "../remote_read/histograms.ts";
-import type { Sql } from "../../deps.ts";
-import type { Gate } from "../storage/db.ts";
-import type { ReadQuery } from "../remote_read/decode.ts";
-import type { ResultSeries } from "../remote_read/encode.ts";
+} from "../remote_read/querier.ts";
 import { matchersToSql } from "../remote_read/matchers.ts";
 import type { Grid } from "./pushdown.ts";
 
