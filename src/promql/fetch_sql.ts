@@ -14,7 +14,8 @@
  *   one lateral aggregate per series passes the JIT threshold, and
  *   compiling costs more than it saves on a statement that runs once;
  * - the selected series split into `parallel` parts (by id), fetched at
- *   once on as many connections, each part through the read gate;
+ *   once on as many connections, each part through the read gate (for
+ *   ranges of an hour or more);
  * - with a grid of windows (`pushdown.ts`), only the samples in one of
  *   them.
  *
@@ -36,6 +37,9 @@ import {
 import { matchersToSql } from "../remote_read/matchers.ts";
 import type { Grid } from "./pushdown.ts";
 
+/** The shortest time range fetched in parts (`FetchOptions.parallel`). */
+export const PARALLEL_MIN_RANGE_MS = 3_600_000;
+
 /** Rows fetched per cursor round trip (each row is a whole series). */
 const CURSOR_ROWS = 64;
 
@@ -56,7 +60,10 @@ export interface FetchOptions {
   maxSamples: number;
   /** Matchers on this label are dropped (HA mode: the replica label is never stored). */
   replicaLabel?: string;
-  /** Statements per query, each for a part of the series (at least 1). */
+  /**
+   * Statements per query, each for a part of the series (at least 1), when
+   * its range is at least {@linkcode PARALLEL_MIN_RANGE_MS} long.
+   */
   parallel: number;
 }
 
@@ -82,7 +89,11 @@ export async function fetchSeries(
       ? q.matchers
       : q.matchers.filter((m) => m.name !== o.replicaLabel);
     const cond = matchersToSql(matchers, 4);
-    const parts = Math.max(1, Math.floor(o.parallel));
+    // A short range has few samples per series: one statement (a part
+    // costs a transaction, about a millisecond).
+    const parts = q.endMs - q.startMs >= PARALLEL_MIN_RANGE_MS
+      ? Math.max(1, Math.floor(o.parallel))
+      : 1;
     const cap = String(o.maxSamples - samples + 1);
     const params = [isoTime(q.startMs), isoTime(q.endMs), cap, ...cond.params];
     let inGrid = (_t: string) => "";
