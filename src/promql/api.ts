@@ -21,6 +21,7 @@ import { HttpError } from "../errors.ts";
 import { COMMIT, VERSION } from "../version.ts";
 import { type Expr, type LabelMatcher, typeOf } from "./ast.ts";
 import { EvalError, Evaluator, type QueryTimes, selectorRanges } from "./eval.ts";
+import { selectorGrids } from "./pushdown.ts";
 import type { OptionalRange, PromqlStore } from "./fetch.ts";
 import { parseDuration, ParseError, parseExpr, parseSelector } from "./parse.ts";
 import type { SeriesData, Value } from "./value.ts";
@@ -217,8 +218,14 @@ async function fetchData(
   deadline: number,
 ): Promise<Map<never, SeriesData[]>> {
   const ranges = [...selectorRanges(expr, q)];
+  const grids = selectorGrids(expr, q);
   const fetch = o.store.select(
-    ranges.map(([vs, r]) => ({ matchers: vs.matchers, minMs: r.minMs, maxMs: r.maxMs })),
+    ranges.map(([vs, r]) => ({
+      matchers: vs.matchers,
+      minMs: r.minMs,
+      maxMs: r.maxMs,
+      ...(grids.has(vs) ? { grid: grids.get(vs) } : {}),
+    })),
     o.maxSamples,
   );
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -308,28 +315,31 @@ class RawJson {
  */
 function matrixJson(series: Series[]): RawJson {
   const parts: string[] = ['{"resultType":"matrix","result":['];
+  // `[<time>,` per step: series share the steps, so each is printed once.
+  const prefixes = new Map<number, string>();
+  const prefix = (t: number) => {
+    let p = prefixes.get(t);
+    if (p === undefined) prefixes.set(t, p = `[${t / 1000},`);
+    return p;
+  };
   for (let i = 0; i < series.length; i++) {
     const s = series[i];
     if (i > 0) parts.push(",");
     parts.push(`{"metric":${JSON.stringify(sortedLabels(s.labels))}`);
     // Floats as "values", histograms as "histograms", each only when present.
     const hs = s.hs;
-    let chunk = "";
-    let n = 0;
+    const points: string[] = [];
     for (let j = 0; j < s.ts.length; j++) {
-      if (hs?.[j]) continue;
-      chunk += `${n++ > 0 ? "," : ""}[${s.ts[j] / 1000},"${formatValue(s.vs[j])}"]`;
+      if (!hs?.[j]) points.push(prefix(s.ts[j]) + '"' + formatValue(s.vs[j]) + '"]');
     }
-    if (n > 0) parts.push(`,"values":[`, chunk, "]");
+    if (points.length > 0) parts.push(`,"values":[`, points.join(","), "]");
     if (hs) {
-      chunk = "";
-      n = 0;
+      points.length = 0;
       for (let j = 0; j < s.ts.length; j++) {
         const h = hs[j];
-        if (!h) continue;
-        chunk += `${n++ > 0 ? "," : ""}[${s.ts[j] / 1000},${histogramJson(h, formatValue)}]`;
+        if (h) points.push(prefix(s.ts[j]) + histogramJson(h, formatValue) + "]");
       }
-      if (n > 0) parts.push(`,"histograms":[`, chunk, "]");
+      if (points.length > 0) parts.push(`,"histograms":[`, points.join(","), "]");
     }
     parts.push("}");
   }

@@ -2,9 +2,9 @@
  * Data access for PromQL: selectors and time ranges go to PostgreSQL, the
  * rest happens in memory.
  *
- * Samples come through the remote-read querier (`src/remote_read/`), so
- * PromQL sees exactly what remote read serves: matchers translated to SQL
- * (regexes included), every bit of every value (staleness markers too), and
+ * Samples come by the same SQL as remote read's (`fetch_sql.ts`, tuned for
+ * speed: see there), so PromQL sees exactly what remote read serves:
+ * matchers translated to SQL (regexes included), every bit of every value (staleness markers too), and
  * in HA mode no replica label (matchers on it are dropped; the `cluster`
  * label is stored and selectable). Native histogram samples come along
  * (`histogram.ts`, `withHistograms`). The metadata endpoints (`series`,
@@ -14,13 +14,13 @@
  * @module
  */
 import type { Sql } from "../../deps.ts";
-import { HttpError } from "../errors.ts";
 import { mapDbError } from "../db_errors.ts";
 import type { Gate } from "../storage/db.ts";
-import { runQueries } from "../remote_read/querier.ts";
 import { matchersToSql } from "../remote_read/matchers.ts";
 import type { LabelMatcher } from "./ast.ts";
+import type { Grid } from "./pushdown.ts";
 import { EvalError } from "./eval.ts";
+import { fetchSeries, TooManySamples } from "./fetch_sql.ts";
 import { compareLabels, type Labels, type SeriesData } from "./value.ts";
 import { withHistograms } from "./histogram.ts";
 
@@ -31,10 +31,7 @@ export interface PromqlStore {
    * (inclusive), one list of series per selector, each sorted by labels.
    * Throws an {@linkcode EvalError} beyond `maxSamples` samples in all.
    */
-  select(
-    selectors: { matchers: LabelMatcher[]; minMs: number; maxMs: number }[],
-    maxSamples: number,
-  ): Promise<SeriesData[][]>;
+  select(selectors: Selection[], maxSamples: number): Promise<SeriesData[][]>;
   /** Label sets of the series any matcher list selects (with samples in the range, if given). */
   series(sets: LabelMatcher[][], range: OptionalRange, limit: number): Promise<Labels[]>;
   /** Label names, sorted; of the selected series when `sets` is not empty. */
@@ -58,6 +55,15 @@ export interface PromqlStore {
    * time (`/api/v1/query_exemplars`). Absent: none is stored.
    */
   exemplars?(sets: LabelMatcher[][], minMs: number, maxMs: number): Promise<SeriesExemplars[]>;
+}
+
+/** What one selector needs. */
+export interface Selection {
+  matchers: LabelMatcher[];
+  minMs: number;
+  maxMs: number;
+  /** Only the samples in these windows are needed (`pushdown.ts`); all when absent. */
+  grid?: Grid;
 }
 
 /** One series of `/api/v1/query_exemplars`. */
@@ -85,7 +91,16 @@ export interface PgStoreOptions {
   gate?: Gate;
   /** In HA mode, the replica label (never stored; matchers on it are dropped). */
   replicaLabel?: string;
+  /**
+   * Statements per selector, each fetching a part of its series on its own
+   * connection (default {@linkcode DEFAULT_PARALLEL}; never more than the
+   * gate's slots).
+   */
+  parallel?: number;
 }
+
+/** Statements per selector by default: two halves of the series, fetched at once. */
+export const DEFAULT_PARALLEL = 2;
 
 /** Stored times are within years 0001..9999 (as the write path clamps them). */
 const MIN_TIMESTAMP_MS = -62135596800000;
@@ -98,34 +113,34 @@ const STALE_LO = 0x00000002;
 export class PgPromqlStore implements PromqlStore {
   constructor(private readonly o: PgStoreOptions) {}
 
-  async select(
-    selectors: { matchers: LabelMatcher[]; minMs: number; maxMs: number }[],
-    maxSamples: number,
-  ): Promise<SeriesData[][]> {
-    let res;
+  async select(selectors: Selection[], maxSamples: number): Promise<SeriesData[][]> {
+    let results;
     try {
-      res = await runQueries(
+      results = await fetchSeries(
         selectors.map((s) => ({
           matchers: s.matchers,
           startMs: clamp(s.minMs),
           endMs: clamp(s.maxMs),
+          grid: s.grid,
         })),
         {
           sql: this.o.sql,
           gate: this.o.gate,
           maxSamples,
           replicaLabel: this.o.replicaLabel,
+          // No more parts than the gate lets run at once.
+          parallel: Math.min(this.o.parallel ?? DEFAULT_PARALLEL, this.o.gate?.slots ?? Infinity),
         },
       );
     } catch (err) {
-      if (err instanceof HttpError && err.status === 413) {
+      if (err instanceof TooManySamples) {
         throw new EvalError(
           "query processing would load too many samples into memory in query execution",
         );
       }
-      throw err;
+      throw mapDbError(err, "Cannot run read query", "Database unavailable");
     }
-    return res.results.map((list) =>
+    return results.map((list) =>
       list.map((r) => {
         const labels: Labels = {};
         for (const l of r.labels) labels[l.name] = l.value;

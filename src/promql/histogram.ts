@@ -16,7 +16,7 @@
  * @module
  */
 import type { DecodedHistogram } from "../ingest.ts";
-import type { StoredHistogram } from "../remote_read/histograms.ts";
+import type { StoredHistogram } from "../remote_read/querier.ts";
 import type { SeriesData } from "./value.ts";
 import { SCHEMA_8_FRACTIONS } from "./histogram_bounds.ts";
 

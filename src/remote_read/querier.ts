@@ -29,6 +29,13 @@ import type { ReadQuery } from "./decode.ts";
 import { int64sFromBE, type ResultExemplar, type ResultSeries } from "./encode.ts";
 import { matchersToSql } from "./matchers.ts";
 
+// What PromQL's own fetch SQL (src/promql/fetch_sql.ts, which reads the
+// same rows) shares with this querier: this module is the stage's published one.
+export { HISTOGRAM_BYTES_SQL, histogramFromBytes } from "./histograms.ts";
+export type { StoredHistogram } from "./histograms.ts";
+export type { ReadQuery } from "./decode.ts";
+export type { ResultSeries } from "./encode.ts";
+
 /** Default of the most samples one read request may return. */
 export const DEFAULT_MAX_READ_SAMPLES = 5_000_000;
 

@@ -1,0 +1,255 @@
+/**
+ * The samples PromQL reads, fetched from PostgreSQL: the series the
+ * matchers select and their samples in a time range, the same rows remote
+ * read serves (`src/remote_read/querier.ts`: `_prom_catalog.series_samples`
+ * for rows and compressed windows, native histograms where their presence
+ * rows are stored, every bit of every value), read faster:
+ *
+ * - times as `timestamptz_send` (microseconds since 2000, decoded exactly
+ *   here) instead of `extract(epoch ...)`, which goes through `numeric`;
+ * - the per-series aggregates take the samples in the order the ordered
+ *   subquery gives them, without sorting them again (checked here: a
+ *   series that came out of order would be sorted);
+ * - JIT compilation off (`SET LOCAL jit = off`): the planner's estimate for
+ *   one lateral aggregate per series passes the JIT threshold, and
+ *   compiling costs more than it saves on a statement that runs once;
+ * - the selected series split into `parallel` parts (by id), fetched at
+ *   once on as many connections, each part through the read gate (for
+ *   ranges of an hour or more);
+ * - with a grid of windows (`pushdown.ts`), only the samples in one of
+ *   them.
+ *
+ * Measured in bench/RESULTS.md ("PromQL: against Prometheus with remote
+ * read"). The limit on samples counts over all parts; rows come through
+ * cursors, so every part stops soon after it is passed.
+ *
+ * @module
+ */
+import type { Sql } from "../../deps.ts";
+import type { Gate } from "../storage/db.ts";
+import {
+  HISTOGRAM_BYTES_SQL,
+  histogramFromBytes,
+  type ReadQuery,
+  type ResultSeries,
+  type StoredHistogram,
+} from "../remote_read/querier.ts";
+import { matchersToSql } from "../remote_read/matchers.ts";
+import type { Grid } from "./pushdown.ts";
+
+/** The shortest time range fetched in parts (`FetchOptions.parallel`). */
+export const PARALLEL_MIN_RANGE_MS = 3_600_000;
+
+/** Rows fetched per cursor round trip (each row is a whole series). */
+const CURSOR_ROWS = 64;
+
+/** Microseconds between 1970-01-01 and 2000-01-01, in ms. */
+const PG_EPOCH_MS = 946_684_800_000;
+
+/** The earliest stored time (0001-01-01), as the write path clamps. */
+const MIN_TIMESTAMP_MS = -62135596800000;
+
+/** Thrown when more than the allowed samples are selected. */
+export class TooManySamples extends Error {}
+
+/** What {@linkcode fetchSeries} needs. */
+export interface FetchOptions {
+  sql: Sql;
+  gate?: Gate;
+  /** Most samples over all queries; beyond that, {@linkcode TooManySamples}. */
+  maxSamples: number;
+  /** Matchers on this label are dropped (HA mode: the replica label is never stored). */
+  replicaLabel?: string;
+  /**
+   * Statements per query, each for a part of the series (at least 1), when
+   * its range is at least {@linkcode PARALLEL_MIN_RANGE_MS} long.
+   */
+  parallel: number;
+}
+
+/** A query, with the grid of windows whose samples alone it needs, if any. */
+export type FetchQuery = ReadQuery & { grid?: Grid };
+
+/**
+ * One list of series per query, in order, each series with at least one
+ * sample or histogram; series within a list in no particular order.
+ */
+export async function fetchSeries(
+  queries: FetchQuery[],
+  o: FetchOptions,
+): Promise<ResultSeries[][]> {
+  const results: ResultSeries[][] = [];
+  let samples = 0;
+  let stop = false;
+  for (const q of queries) {
+    const series: ResultSeries[] = [];
+    results.push(series);
+    if (q.startMs > q.endMs) continue;
+    const matchers = o.replicaLabel === undefined
+      ? q.matchers
+      : q.matchers.filter((m) => m.name !== o.replicaLabel);
+    const cond = matchersToSql(matchers, 4);
+    // A short range has few samples per series: one statement (a part
+    // costs a transaction, about a millisecond).
+    const parts = q.endMs - q.startMs >= PARALLEL_MIN_RANGE_MS
+      ? Math.max(1, Math.floor(o.parallel))
+      : 1;
+    const cap = String(o.maxSamples - samples + 1);
+    const params = [isoTime(q.startMs), isoTime(q.endMs), cap, ...cond.params];
+    let inGrid = (_t: string) => "";
+    if (q.grid) {
+      const g = q.grid;
+      // The grid's first point at or before startMs: date_bin() then needs no
+      // times before its origin.
+      const anchor = g.anchorMs - Math.max(0, Math.ceil((g.anchorMs - q.startMs) / g.stepMs)) *
+          g.stepMs;
+      if (anchor >= MIN_TIMESTAMP_MS) {
+        params.push(
+          `${g.stepMs} milliseconds`,
+          isoTime(anchor),
+          `${g.stepMs - g.widthMs} milliseconds`,
+        );
+        const [step, origin, gap] = [params.length - 2, params.length - 1, params.length];
+        // t is needed when the next grid point at or after it is within widthMs.
+        const bin = (t: string) => `date_bin($${step}::interval, ${t}, $${origin}::timestamptz)`;
+        inGrid = (t: string) => ` AND (${t} = ${bin(t)} OR ${t} >= ${bin(t)} + $${gap}::interval)`;
+      }
+    }
+    const part = async (k: number) => {
+      const text = statement(cond.text, parts > 1 ? `AND s.id % ${parts} = ${k}` : "", inGrid);
+      await o.sql.begin(async (tx) => {
+        await tx.unsafe("SET LOCAL jit = off");
+        const cursor = tx.unsafe<Row[]>(text, params as never[]).cursor(CURSOR_ROWS);
+        for await (const rows of cursor) {
+          if (stop) return;
+          for (const row of rows) {
+            samples += row.n + row.hn;
+            if (samples > o.maxSamples) {
+              stop = true;
+              throw new TooManySamples();
+            }
+            series.push({
+              labels: sortedLabels(row.labels),
+              timestamps: timesFromBytes(row.ts),
+              valuesBE: row.vs ?? new Uint8Array(0),
+              histograms: row.hn ? histogramsFromBytes(row.hb!) : undefined,
+            });
+          }
+        }
+      });
+    };
+    const gated = (k: number) => o.gate ? o.gate.run(() => part(k)) : part(k);
+    const settled = await Promise.allSettled(Array.from({ length: parts }, (_, k) => gated(k)));
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
+    if (failed) {
+      // The limit first: a part stopped by another's excess is not a failure.
+      const over = settled.find((s) =>
+        s.status === "rejected" && s.reason instanceof TooManySamples
+      );
+      throw (over as PromiseRejectedResult | undefined)?.reason ?? failed.reason;
+    }
+    if (stop) throw new TooManySamples();
+  }
+  for (const list of results) for (const s of list) sortIfNeeded(s);
+  return results;
+}
+
+/**
+ * The statement of one part: as the remote-read querier's, with the
+ * changes listed in the module's description. `$1`, `$2`: the time range;
+ * `$3`: most samples per series; `$4`...: the matchers' parameters, then
+ * the grid's; `inGrid(t)`: the grid's condition on a time (or nothing).
+ */
+function statement(cond: string, part: string, inGrid: (t: string) => string): string {
+  return `
+    SELECT ser.labels::text AS labels, x.n::int AS n, x.ts, x.vs, y.n::int AS hn, y.hb
+    FROM (SELECT s.id, s.labels,
+            EXISTS (SELECT 1 FROM _prom_data.histogram_samples h WHERE h.series_id = s.id)
+              AS has_h
+          FROM _prom_catalog.series s WHERE ${cond} ${part}) ser
+    CROSS JOIN LATERAL (
+      SELECT count(*) AS n, string_agg(timestamptz_send(d.time), ''::bytea) AS ts,
+        string_agg(float8send(d.value), ''::bytea) AS vs
+      FROM (SELECT p.time, p.value
+            FROM _prom_catalog.series_samples(ser.id, $1::timestamptz, $2::timestamptz) p
+            WHERE (NOT ser.has_h OR NOT EXISTS (
+              SELECT 1 FROM _prom_data.histogram_samples h
+              WHERE h.series_id = ser.id AND h.time = p.time))${inGrid("p.time")}
+            ORDER BY p.time LIMIT $3::int8) d
+    ) x
+    CROSS JOIN LATERAL (
+      SELECT count(*) AS n, string_agg(int4send(octet_length(z.b)) || z.b, ''::bytea
+                                       ORDER BY z.t) AS hb
+      FROM (SELECT h.time AS t, ${HISTOGRAM_BYTES_SQL} AS b
+            FROM _prom_data.histogram_samples h
+            JOIN _prom_data.samples p ON p.series_id = h.series_id AND p.time = h.time
+            WHERE ser.has_h AND h.series_id = ser.id AND h.time >= $1::timestamptz
+              AND h.time <= $2::timestamptz${inGrid("h.time")}
+            ORDER BY h.time LIMIT $3::int8) z
+    ) y
+    WHERE x.n > 0 OR y.n > 0`;
+}
+
+interface Row {
+  labels: string;
+  n: number;
+  ts: Uint8Array | null;
+  vs: Uint8Array | null;
+  hn: number;
+  hb: Uint8Array | null;
+}
+
+/**
+ * `timestamptz_send` values (int8 microseconds since 2000-01-01, big-endian)
+ * as ms since 1970, rounded down as `floor(extract(epoch ...) * 1000)`
+ * does. Exact: with `us = hi * 2^32 + lo`, `us / 1000 = hi * 4294967 +
+ * (hi * 296 + lo) / 1000`, whose second part is an exact double.
+ */
+export function timesFromBytes(b: Uint8Array | null): Float64Array {
+  if (!b) return new Float64Array(0);
+  const n = b.length >>> 3;
+  const out = new Float64Array(n);
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  for (let i = 0; i < n; i++) {
+    const hi = dv.getInt32(i * 8);
+    const lo = dv.getUint32(i * 8 + 4);
+    out[i] = hi * 4294967 + Math.floor((hi * 296 + lo) / 1000) + PG_EPOCH_MS;
+  }
+  return out;
+}
+
+/** Sorts a series' samples by time if they did not come sorted (values move with their times). */
+function sortIfNeeded(s: ResultSeries): void {
+  const ts = s.timestamps as Float64Array;
+  let sorted = true;
+  for (let i = 1; i < ts.length && sorted; i++) sorted = ts[i - 1] <= ts[i];
+  if (sorted) return;
+  const order = Array.from(ts.keys()).sort((a, b) => ts[a] - ts[b]);
+  const vs = new Uint8Array(s.valuesBE.length);
+  order.forEach((from, to) => vs.set(s.valuesBE.subarray(from * 8, from * 8 + 8), to * 8));
+  s.timestamps = Float64Array.from(order, (i) => ts[i]);
+  s.valuesBE = vs;
+}
+
+/** The histograms of one series: each its length (int4) then its bytes. */
+function histogramsFromBytes(b: Uint8Array): StoredHistogram[] {
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const out: StoredHistogram[] = [];
+  for (let p = 0; p < b.length;) {
+    const n = dv.getInt32(p);
+    out.push(histogramFromBytes(b.subarray(p + 4, p + 4 + n)));
+    p += 4 + n;
+  }
+  return out;
+}
+
+/** A label set from its jsonb text, sorted by name. */
+function sortedLabels(json: string): { name: string; value: string }[] {
+  const obj = JSON.parse(json) as Record<string, string>;
+  return Object.keys(obj).sort().map((name) => ({ name, value: obj[name] }));
+}
+
+/** ms → ISO 8601, exact; the caller has clamped to years 0001..9999. */
+function isoTime(ms: number): string {
+  return new Date(ms).toISOString();
+}
