@@ -4,7 +4,7 @@
  * `histogram_quantile(0.99, sum by (le) (rate(x_bucket[5m])))`, against
  * the connector's own API and against a real Prometheus 2.42 reading the
  * same data from the connector by remote read, in the same run. Both
- * answers are compared (same series, values to 1e-9) before timing counts.
+ * answers are compared (same series, values bit for bit) before timing counts.
  *
  *   deno run -A bench/promql.ts [--series 1000] [--hours 6] [--repeat 3]
  *
@@ -14,9 +14,8 @@
  */
 import { freshDatabase } from "../tests/helpers/db.ts";
 import { inProcessConnector } from "../tests/helpers/connector.ts";
-import { freePort } from "../tests/helpers/ports.ts";
-import { killAll, spawnProcess, tempDir, waitForHttp } from "../tests/helpers/procs.ts";
-import { PROMETHEUS_BIN } from "../tests/helpers/prometheus.ts";
+import { killAll } from "../tests/helpers/procs.ts";
+import { readerOptions, startPrometheus } from "../tests/helpers/prometheus.ts";
 import { type PayloadSeries, writeRequestBody } from "../tests/helpers/payload.ts";
 import { compareAnswers } from "../tests/promql/compare.ts";
 
@@ -158,20 +157,10 @@ try {
     }
   }
 
-  const port = freePort();
-  const dir = await tempDir("promscale-prometheus-bench-");
-  await Deno.writeTextFile(
-    `${dir}/prometheus.yml`,
-    JSON.stringify({ remote_read: [{ url: `${conn.url}/read`, read_recent: true }] }),
-  );
-  const proc = spawnProcess("prometheus", PROMETHEUS_BIN, [
-    `--config.file=${dir}/prometheus.yml`,
-    `--storage.tsdb.path=${dir}/data`,
-    `--web.listen-address=127.0.0.1:${port}`,
-    "--query.max-samples=500000000",
-  ]);
-  const prom = `http://127.0.0.1:${port}`;
-  await waitForHttp(`${prom}/-/ready`, { timeoutMs: 30_000, proc });
+  const prom = (await startPrometheus({
+    ...readerOptions(conn.url),
+    args: ["--query.max-samples=500000000"],
+  })).url;
 
   console.log(
     `\n| query | step | connector (ms, median of ${REPEAT}) | Prometheus + remote read (ms) | ` +

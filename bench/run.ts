@@ -4,7 +4,8 @@
  * rows and payloads, in one run, so that the ratios survive a noisy machine.
  *
  *   deno task bench [--series 10000] [--slots 60] [--batch 2000] [--senders 8]
- *     [--interval 15] [--repeat 1] [--only decode,copy,prometheus,connector,ha,rss,storage]
+ *     [--interval 15] [--repeat 1]
+ *     [--only decode,copy,prometheus,connector,ha,rss,storage,promql]
  *     [--rss-series 100000] [--decode-seconds 3] [--connector-args "--db.connections-max 8"]
  *     [--ha-lag-slots 0] [--ha-drain-timeout 60]
  *
@@ -56,7 +57,7 @@ interface Options {
   haDrainTimeoutS: number;
 }
 
-const PARTS = ["decode", "copy", "prometheus", "connector", "ha", "rss", "storage"];
+const PARTS = ["decode", "copy", "prometheus", "connector", "ha", "rss", "storage", "promql"];
 
 function parseArgs(argv: string[]): Options {
   const get = (name: string, def: string) => {
@@ -99,7 +100,13 @@ function parseArgs(argv: string[]): Options {
 
 // ---------------------------------------------------------------- helpers
 
+/** Runs a bench script; resolves with its last line of output (a JSON result). */
 async function runDeno(script: string, args: string[]): Promise<string> {
+  return (await runDenoOutput(script, args)).split("\n").pop()!;
+}
+
+/** Runs a bench script; resolves with its whole output. */
+async function runDenoOutput(script: string, args: string[]): Promise<string> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", script, ...args],
     cwd: REPO_ROOT,
@@ -113,7 +120,7 @@ async function runDeno(script: string, args: string[]): Promise<string> {
       `${script} failed (exit ${out.code}): ${new TextDecoder().decode(out.stderr).slice(-2000)}`,
     );
   }
-  return stdout.split("\n").pop()!;
+  return stdout;
 }
 
 function runLoadgen(url: string, plan: string, pid?: number, db?: string): Promise<LoadResult> {
@@ -809,7 +816,19 @@ async function main(): Promise<void> {
       storageMd = "\n## Storage: rows against compressed windows\n\n" + storageReport(results);
     }
 
-    const md = report(o, m, machine().loadavg, runs, decode, rss) + storageMd;
+    // PromQL (bench/promql.ts, bench/promql_corpus.ts): the connector's query
+    // API against Prometheus reading the same data by remote read.
+    let promqlMd = "";
+    if (o.only.has("promql")) {
+      log("promql: the query API against Prometheus with remote read");
+      const repeat = String(Math.max(3, o.repeat));
+      promqlMd = "\n## PromQL: against Prometheus with remote read\n\n" +
+        (await runDenoOutput("bench/promql.ts", ["--repeat", repeat])) +
+        "\n\nThe whole differential corpus, timed:\n\n" +
+        (await runDenoOutput("bench/promql_corpus.ts", ["--rounds", repeat])) + "\n";
+    }
+
+    const md = report(o, m, machine().loadavg, runs, decode, rss) + storageMd + promqlMd;
     const stamp = new Date().toISOString().replaceAll(":", "-").slice(0, 19);
     await Deno.writeTextFile(`${outDir}/latest.md`, md);
     await Deno.writeTextFile(

@@ -30,8 +30,8 @@ export interface PrometheusOptions {
   scrapeTargets?: string[];
   /** More scrape jobs, after job "node", each with its own interval. */
   scrapeJobs?: ScrapeJob[];
-  /** Remote write endpoint ("http://127.0.0.1:<port>/write"). */
-  remoteWriteUrl: string;
+  /** Remote write endpoint ("http://127.0.0.1:<port>/write"); none when left out (a reader). */
+  remoteWriteUrl?: string;
   /** global.external_labels, e.g. `{ cluster: "c1", __replica__: "r1" }`. */
   externalLabels?: Record<string, string>;
   /** global.scrape_interval (default "1s"). */
@@ -105,7 +105,7 @@ export function prometheusConfig(opts: PrometheusOptions): Record<string, unknow
         static_configs: [{ targets: j.targets }],
       })),
     ],
-    remote_write: [{
+    remote_write: opts.remoteWriteUrl === undefined ? [] : [{
       url: opts.remoteWriteUrl,
       ...opts.remoteWrite,
       queue_config: {
@@ -124,6 +124,16 @@ export function prometheusConfig(opts: PrometheusOptions): Record<string, unknow
     config[k] = Array.isArray(cur) && Array.isArray(v) ? [...cur, ...v] : v;
   }
   return config;
+}
+
+/**
+ * Options of a Prometheus that only reads the connector at `url` (remote
+ * read, recent data too) and writes nowhere. Its evaluation interval is
+ * Prometheus's default, 1m: the step of subqueries that give none, as the
+ * connector's `--metrics.promql.default-subquery-step-interval`.
+ */
+export function readerOptions(url: string): PrometheusOptions {
+  return { remoteRead: { url: `${url}/read`, readRecent: true }, scrapeInterval: "1m" };
 }
 
 /** Starts Prometheus on a free port and waits for /-/ready. */

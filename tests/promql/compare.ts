@@ -191,6 +191,8 @@ export interface CorpusPlan {
   instantOnly: string[];
   times: number[];
   ranges: { start: number; end: number; step: string }[];
+  /** Ask one side after the other and add up each side's time (else both at once). */
+  timed?: boolean;
 }
 
 /** What comparing a corpus found. */
@@ -206,6 +208,9 @@ export interface CorpusResult {
   errors: number;
   /** Queries whose values matched only to the tolerance (see `inexactQuery`). */
   inexactQueries: Set<string>;
+  /** With `timed`: the time of all our answers, and of all Prometheus's (ms). */
+  oursMs: number;
+  prometheusMs: number;
 }
 
 /**
@@ -221,12 +226,20 @@ export async function runCorpus(p: CorpusPlan): Promise<CorpusResult> {
     withHistograms: 0,
     errors: 0,
     inexactQueries: new Set(),
+    oursMs: 0,
+    prometheusMs: 0,
+  };
+  const ask = async (side: "ours" | "prometheus", path: string, params: Record<string, string>) => {
+    const started = performance.now();
+    const answer = await askApi(p[side], path, params);
+    r[side === "ours" ? "oursMs" : "prometheusMs"] += performance.now() - started;
+    return answer;
   };
   const check = async (query: string, path: string, params: Record<string, string>) => {
-    const [ours, theirs] = await Promise.all([
-      askApi(p.ours, path, { query, ...params }),
-      askApi(p.prometheus, path, { query, ...params }),
-    ]);
+    const asked = { query, ...params };
+    const [ours, theirs] = p.timed
+      ? [await ask("ours", path, asked), await ask("prometheus", path, asked)]
+      : await Promise.all([ask("ours", path, asked), ask("prometheus", path, asked)]);
     r.compared++;
     const result = theirs.body.data?.result;
     if (theirs.body.status !== "success") r.errors++;
