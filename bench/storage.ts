@@ -44,7 +44,7 @@ import { cpuSeconds } from "./proc.ts";
 type Label = { name: string; value: string };
 
 /** A load: labels of each series and, per slot, every series' value (NaN: no sample). */
-interface Load {
+export interface Load {
   name: string;
   labels: Label[][];
   slots: number;
@@ -101,11 +101,11 @@ function median(xs: number[]): number {
 }
 
 /** The day the loads are written to: UTC midnight three days ago. */
-function loadDay(): number {
+export function loadDay(): number {
   return Math.floor(Date.now() / DAY_MS) * DAY_MS - 3 * DAY_MS;
 }
 
-function syntheticLoad(series: number, slots: number): Load {
+export function syntheticLoad(series: number, slots: number): Load {
   const labels = Array.from({ length: series }, (_, i) => benchLabels(i));
   return {
     name: `synthetic node_exporter-like, ${series} series × ${slots} scrapes at 15 s`,
@@ -192,7 +192,7 @@ async function nodeExporterLoad(scrapes: number): Promise<Load> {
   };
 }
 
-async function write(
+export async function write(
   sql: Sql,
   load: Load,
   day: number,
@@ -358,8 +358,13 @@ async function measureCompaction(
   const pg0 = pids.reduce((a, p) => a + cpuSeconds(p), 0);
   const me0 = cpuSeconds("self");
   const t0 = performance.now();
-  const res = await new Compactor({ sql, log: silentLogger, delayMs: 3_600_000, legacy })
-    .runOnce();
+  const res = await new Compactor({
+    sql,
+    log: silentLogger,
+    delayMs: 3_600_000,
+    legacy,
+    busyFraction: 1,
+  }).runOnce();
   const compactSeconds = (performance.now() - t0) / 1000;
   const compactCpu = {
     connector: cpuSeconds("self") - me0,

@@ -63,6 +63,9 @@ export function defaultIntervalMs(delayMs: number): number {
 /** {@linkcode COMPRESS_WINDOW} in ms (windows are aligned on the epoch). */
 const WINDOW_MS = 7_200_000;
 
+/** Default of `CompactorOptions.busyFraction`: a third. */
+export const DEFAULT_BUSY_FRACTION = 1 / 3;
+
 /** Series per batch (transaction). */
 const BATCH_SERIES = 200;
 
@@ -93,6 +96,11 @@ export interface CompactorOptions {
    * (tests: late writes, a kill -9 there).
    */
   beforeFinish?: (step: "merge" | "drop") => Promise<void>;
+  /**
+   * Share of the wall time a pass works; it sleeps the rest after each
+   * batch (default 1/3; 1: no sleep, as bench/storage.ts measures).
+   */
+  busyFraction?: number;
   /** Every partition by the per-row flow (bench/storage.ts's baseline). */
   legacy?: boolean;
 }
@@ -357,6 +365,7 @@ export class Compactor {
       );
       if (last === null) break;
       const upTo = Number(last);
+      const t0 = performance.now();
       const moved = await this.#inTransaction(conn, async () => {
         const rows = parseSamples(
           await copyOut(
@@ -372,12 +381,15 @@ export class Compactor {
         await conn`UPDATE _prom_catalog.compress_progress SET after_series = ${upTo}
                    WHERE table_name = ${table}`;
         await this.o.beforeCommit?.();
-        return rows.n;
+        let series = 0;
+        for (let i = 0; i < rows.n; i++) if (i === 0 || rows.sid[i] !== rows.sid[i - 1]) series++;
+        return { samples: rows.n, series };
       });
       after = upTo;
       result.batches++;
-      result.samples += moved;
-      this.o.onBatch?.({ partition: table, series: -1, samples: moved });
+      result.samples += moved.samples;
+      this.o.onBatch?.({ partition: table, ...moved });
+      await this.#rest(t0);
     }
     return await this.#finish(conn, table, firstXid, result);
   }
@@ -428,6 +440,21 @@ export class Compactor {
     } catch (err) {
       if ((err as { code?: string }).code === "55P03") return false;
       throw err;
+    }
+  }
+
+  /**
+   * Sleeps after a batch that began at `since` so that the pass works
+   * `busyFraction` of the time: with the default third, a pass at full
+   * speed uses about a third of a core (its own and PostgreSQL's CPU
+   * together, which alternate). Wakes early when stopped.
+   */
+  async #rest(since: number): Promise<void> {
+    const f = this.o.busyFraction ?? DEFAULT_BUSY_FRACTION;
+    if (!(f > 0 && f < 1)) return;
+    const until = performance.now() + (performance.now() - since) * (1 / f - 1);
+    while (!this.#stopped && performance.now() < until) {
+      await new Promise((r) => setTimeout(r, Math.min(100, until - performance.now())));
     }
   }
 
@@ -551,6 +578,9 @@ export class Compactor {
     }
     let written = 0;
     for (const w of wins) {
+      // The connector's requests are served on this thread too: let them
+      // in between windows (a batch encodes about a million samples).
+      if (written % 64 === 63) await new Promise((r) => setTimeout(r, 0));
       const key = `${w.sid} ${w.win}`;
       if (have.has(key)) {
         const m = merged.get(key);
@@ -608,8 +638,10 @@ export class Compactor {
       if (!ids.length) return;
       const chosen = ids.slice(0, batch);
       after = Number(chosen[chosen.length - 1]);
+      const t0 = performance.now();
       const samples = await this.#legacyBatch(conn, rel, chosen, rangeEnd, result);
       this.o.onBatch?.({ partition: table, series: chosen.length, samples });
+      await this.#rest(t0);
     }
   }
 
