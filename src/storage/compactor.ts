@@ -66,8 +66,11 @@ const WINDOW_MS = 7_200_000;
 /** Default of `CompactorOptions.busyFraction`: a third. */
 export const DEFAULT_BUSY_FRACTION = 1 / 3;
 
-/** Series per batch (transaction). */
+/** Most series per batch (transaction). */
 const BATCH_SERIES = 200;
+
+/** Most rows per batch: about 15 MB of rows read and 10 MB of arrays here. */
+const BATCH_ROWS = 400_000;
 
 /** Options of the compactor. */
 export interface CompactorOptions {
@@ -80,8 +83,10 @@ export interface CompactorOptions {
    * delay: 5 min for 1 h); the first comes one interval after `start()`.
    */
   intervalMs?: number;
-  /** Series per transaction (default 200). */
+  /** Most series per transaction (default 200). */
   batchSeries?: number;
+  /** Most rows per transaction, except a series that alone has more (default 400,000). */
+  batchRows?: number;
   /** Longest wait for the lock a partition drop needs (default 5 s). */
   lockTimeoutMs?: number;
   /** Called after partitions were dropped (to forget this connector's partition cache). */
@@ -353,42 +358,69 @@ export class Compactor {
       WHERE table_name = ${table}`;
     const firstXid = BigInt(prog.first_xid);
     let after = Number(prog.after_series);
+    const maxRows = (this.o.batchRows ?? BATCH_ROWS);
     while (true) {
       if (this.#stopped) return false;
-      // The next series that have rows here (PK index, in series order).
-      const [{ last }] = await conn.unsafe<{ last: string | null }[]>(
-        `SELECT max(series_id)::text AS last FROM (
-           SELECT DISTINCT series_id FROM (
-             SELECT series_id FROM ${rel} WHERE series_id > $1 ORDER BY series_id LIMIT $2) x
-           ORDER BY series_id LIMIT $3) y`,
-        [String(after), String(batch * 2000), String(batch)] as never[],
-      );
-      if (last === null) break;
-      const upTo = Number(last);
       const t0 = performance.now();
       const moved = await this.#inTransaction(conn, async () => {
-        const rows = parseSamples(
+        // In key order straight from the primary key: a bitmap scan and a
+        // sort of the batch cost about three times as much (and spill to
+        // disk at the default work_mem).
+        await conn`SELECT set_config('enable_bitmapscan', 'off', true),
+          set_config('enable_seqscan', 'off', true)`;
+        // The next rows in key order, cut after the last whole series
+        // (and after `batchSeries` series).
+        let rows = parseSamples(
           await copyOut(
             conn,
-            `COPY (SELECT series_id, time, value FROM ${rel}
-                   WHERE series_id > ${after} AND series_id <= ${upTo}
-                   ORDER BY series_id, time) TO STDOUT (FORMAT binary)`,
+            `COPY (SELECT series_id, time, value FROM ${rel} WHERE series_id > ${after}
+                   ORDER BY series_id, time LIMIT ${maxRows}) TO STDOUT (FORMAT binary)`,
           ),
         );
+        if (!rows.n) return null;
+        let series = 0;
+        let cut = rows.n;
+        for (let i = 0; i < rows.n; i++) {
+          if (i > 0 && rows.sid[i] === rows.sid[i - 1]) continue;
+          if (series === batch) {
+            cut = i;
+            break;
+          }
+          series++;
+        }
+        if (cut === rows.n && rows.n === maxRows) {
+          // The last series may go on past the limit: it waits for the
+          // next batch, unless it is the only one (then it is read whole).
+          cut = rows.n - 1;
+          while (cut > 0 && rows.sid[cut - 1] === rows.sid[rows.n - 1]) cut--;
+          if (cut > 0) series--;
+          else {
+            rows = parseSamples(
+              await copyOut(
+                conn,
+                `COPY (SELECT series_id, time, value FROM ${rel}
+                       WHERE series_id = ${rows.sid[0]} ORDER BY time) TO STDOUT (FORMAT binary)`,
+              ),
+            );
+            cut = rows.n;
+          }
+        }
+        rows.n = cut;
+        const upTo = rows.sid[cut - 1];
         result.windows += (await this.#writeWindows(conn, rows, false)).windows;
         await conn`
-          UPDATE _prom_catalog.compress_state SET horizon = greatest(horizon, ${p.range_end}::timestamptz)`;
+          UPDATE _prom_catalog.compress_state
+          SET horizon = greatest(horizon, ${p.range_end}::timestamptz)`;
         await conn`UPDATE _prom_catalog.compress_progress SET after_series = ${upTo}
                    WHERE table_name = ${table}`;
         await this.o.beforeCommit?.();
-        let series = 0;
-        for (let i = 0; i < rows.n; i++) if (i === 0 || rows.sid[i] !== rows.sid[i - 1]) series++;
-        return { samples: rows.n, series };
+        return { samples: rows.n, series, upTo };
       });
-      after = upTo;
+      if (!moved) break;
+      after = moved.upTo;
       result.batches++;
       result.samples += moved.samples;
-      this.o.onBatch?.({ partition: table, ...moved });
+      this.o.onBatch?.({ partition: table, series: moved.series, samples: moved.samples });
       await this.#rest(t0);
     }
     return await this.#finish(conn, table, firstXid, result);
@@ -411,9 +443,11 @@ export class Compactor {
         await conn.unsafe(`LOCK TABLE ${rel} IN EXCLUSIVE MODE`);
         await this.o.beforeFinish?.("merge");
         // Late candidates: rows whose inserting transaction is `firstXid`
-        // or younger. `xmin` is the low 32 bits of a 64-bit id, so its age
-        // is taken modulo 2^32 against the current id; a frozen row (xmin
-        // 2) or one older than 2^31 transactions counts as old, which it is.
+        // or younger. age(xmin) counts back from this transaction's id
+        // (assigned just below, after the lock), modulo 2^32 as xids wrap.
+        // A frozen row shows no xid (its age is 2^31 - 1): it may be a late
+        // row that a VACUUM FREEZE reached first, so it is a candidate too
+        // (a copy of a compressed sample costs a comparison, nothing more).
         const [{ cur }] = await conn<{ cur: string }[]>`
           SELECT pg_current_xact_id()::text AS cur`;
         const span = BigInt(cur) - firstXid;
@@ -421,8 +455,7 @@ export class Compactor {
           await copyOut(
             conn,
             `COPY (SELECT series_id, time, value FROM ${rel}
-                   WHERE ((${cur}::int8 - xmin::text::int8) % 4294967296 + 4294967296)
-                         % 4294967296 <= ${span}
+                   WHERE age(xmin) <= ${span} OR age(xmin) = 2147483647
                    ORDER BY series_id, time) TO STDOUT (FORMAT binary)`,
           ),
         );
@@ -861,9 +894,17 @@ interface Samples {
  * whole body. postgres.js hands over one chunk per row: they are copied
  * into one growing buffer from synchronous 'data' events (an async
  * iterator would cost a promise per row).
+ *
+ * postgres.js (3.4.9) pauses the socket whenever the stream's buffer is
+ * full and resumes it only from the stream's `read()`; when the last row
+ * fills it, nothing reads again after the end, the socket stays paused,
+ * and the connection's next query waits forever (seen with a COPY of
+ * 1,800 rows followed by another). Calling that `read()` once the stream
+ * has ended resumes the socket.
  */
 async function copyOut(conn: Sql, text: string): Promise<Uint8Array> {
   const stream = await conn.unsafe(text).readable();
+  const resume = () => (stream as unknown as { _read?: (n: number) => void })._read?.(0);
   let buf = new Uint8Array(1 << 20);
   let len = 0;
   await new Promise<void>((resolve, reject) => {
@@ -876,7 +917,10 @@ async function copyOut(conn: Sql, text: string): Promise<Uint8Array> {
       buf.set(c, len);
       len += c.length;
     });
-    stream.once("end", () => resolve());
+    stream.once("end", () => {
+      resume();
+      resolve();
+    });
     stream.once("error", reject);
   });
   return buf.subarray(0, len);
