@@ -543,7 +543,9 @@ if (import.meta.main && Deno.args.includes("--compact-only")) {
     );
   }
   if (loads.includes("node_exporter")) {
-    results.push(await runCompaction(await nodeExporterLoad(Number(arg("scrapes", "1440"))), rounds));
+    results.push(
+      await runCompaction(await nodeExporterLoad(Number(arg("scrapes", "1440"))), rounds),
+    );
   }
   if (Deno.args.includes("--json")) console.log(JSON.stringify(results));
   else console.log(compactionReport(results));

@@ -358,7 +358,7 @@ export class Compactor {
       WHERE table_name = ${table}`;
     const firstXid = BigInt(prog.first_xid);
     let after = Number(prog.after_series);
-    const maxRows = (this.o.batchRows ?? BATCH_ROWS);
+    const maxRows = this.o.batchRows ?? BATCH_ROWS;
     while (true) {
       if (this.#stopped) return false;
       const t0 = performance.now();

@@ -121,9 +121,7 @@ Deno.test("kill -9 in the final step, late rows merged and the DROP next, loses 
     const newMs = all[0].times[20] + 5_000;
     const late = [[ids[0], newMs, 0.125], [ids[0], all[0].times[40], -7]];
     const expected: Sample[] = [...before];
-    const at = before.findIndex(([l, t]) =>
-      l.includes('"i0"') && t === String(all[0].times[20])
-    );
+    const at = before.findIndex(([l, t]) => l.includes('"i0"') && t === String(all[0].times[20]));
     assert(at >= 0);
     expected.splice(at + 1, 0, [before[at][0], String(newMs), hex(bitsOf(0.125))]);
 
