@@ -427,15 +427,20 @@ export class Compactor {
       this.o.onBatch?.({ partition: table, series: moved.series, samples: moved.samples });
       await this.#rest(t0);
     }
-    return await this.#finish(conn, table, firstXid, result);
+    const t0 = performance.now();
+    const dropped = await this.#finish(conn, table, firstXid, result);
+    await this.#rest(t0);
+    return dropped;
   }
 
   /**
    * The final step of a partition, one transaction: writers are stopped
    * (EXCLUSIVE: readers go on), the rows that may have arrived after their
    * series' batch are merged into their windows, then the partition is
-   * dropped (ACCESS EXCLUSIVE, at most `lockTimeoutMs` of waiting for
-   * readers; when busy, the next pass does this step again).
+   * dropped (ACCESS EXCLUSIVE on it and, for an instant, on
+   * `_prom_data.samples` itself, as any partition drop; at most
+   * `lockTimeoutMs` of waiting, during which new writers queue behind it;
+   * when busy, the next pass does this step again).
    */
   async #finish(conn: Sql, table: string, firstXid: bigint, result: CompactResult) {
     const rel = `_prom_data.${quoteIdent(table)}`;
@@ -451,7 +456,8 @@ export class Compactor {
         // (assigned just below, after the lock), modulo 2^32 as xids wrap.
         // A frozen row shows no xid (its age is 2^31 - 1): it may be a late
         // row that a VACUUM FREEZE reached first, so it is a candidate too
-        // (a copy of a compressed sample costs a comparison, nothing more).
+        // (a copy of a compressed sample costs decoding its window and a
+        // comparison; its window is not rewritten).
         const [{ cur }] = await conn<{ cur: string }[]>`
           SELECT pg_current_xact_id()::text AS cur`;
         const span = BigInt(cur) - firstXid;
