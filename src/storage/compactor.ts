@@ -454,10 +454,8 @@ export class Compactor {
         // Late candidates: rows whose inserting transaction is `firstXid`
         // or younger. age(xmin) counts back from this transaction's id
         // (assigned just below, after the lock), modulo 2^32 as xids wrap.
-        // A frozen row shows no xid (its age is 2^31 - 1): it may be a late
-        // row that a VACUUM FREEZE reached first, so it is a candidate too
-        // (a copy of a compressed sample costs decoding its window and a
-        // comparison; its window is not rewritten).
+        // Freezing keeps a row's xmin (PostgreSQL 9.4 and later mark the
+        // row frozen instead), so a VACUUM FREEZE hides no late row.
         const [{ cur }] = await conn<{ cur: string }[]>`
           SELECT pg_current_xact_id()::text AS cur`;
         const span = BigInt(cur) - firstXid;
@@ -465,7 +463,7 @@ export class Compactor {
           await copyOut(
             conn,
             `COPY (SELECT series_id, time, value FROM ${rel}
-                   WHERE age(xmin) <= ${span} OR age(xmin) = 2147483647
+                   WHERE age(xmin) <= ${span}
                    ORDER BY series_id, time) TO STDOUT (FORMAT binary)`,
           ),
         );
