@@ -3,7 +3,13 @@
  * compressed windows, on the same data in the same run.
  *
  *   deno run -A bench/storage.ts [--series 1000] [--slots 5760] [--scrapes 1440]
- *     [--repeat 5] [--json]
+ *     [--repeat 5] [--loads synthetic,node_exporter] [--json]
+ *   deno run -A bench/storage.ts --compact-only [--rounds 1] [same load flags]
+ *
+ * `--compact-only` measures compaction alone: per round, the load into two
+ * fresh databases, one compacted by the per-row flow the compactor had
+ * before (its `legacy` option), one by the current flow (each checked bit
+ * for bit); CPU of this process and of PostgreSQL; medians over rounds.
  *
  * Two loads, each into a fresh database, on a UTC day three days ago
  * (sealed, so the compactor takes it at once):
@@ -38,7 +44,7 @@ import { cpuSeconds } from "./proc.ts";
 type Label = { name: string; value: string };
 
 /** A load: labels of each series and, per slot, every series' value (NaN: no sample). */
-interface Load {
+export interface Load {
   name: string;
   labels: Label[][];
   slots: number;
@@ -95,11 +101,11 @@ function median(xs: number[]): number {
 }
 
 /** The day the loads are written to: UTC midnight three days ago. */
-function loadDay(): number {
+export function loadDay(): number {
   return Math.floor(Date.now() / DAY_MS) * DAY_MS - 3 * DAY_MS;
 }
 
-function syntheticLoad(series: number, slots: number): Load {
+export function syntheticLoad(series: number, slots: number): Load {
   const labels = Array.from({ length: series }, (_, i) => benchLabels(i));
   return {
     name: `synthetic node_exporter-like, ${series} series × ${slots} scrapes at 15 s`,
@@ -186,7 +192,7 @@ async function nodeExporterLoad(scrapes: number): Promise<Load> {
   };
 }
 
-async function write(
+export async function write(
   sql: Sql,
   load: Load,
   day: number,
@@ -336,6 +342,108 @@ async function backendPids(sql: Sql): Promise<number[]> {
   return pids;
 }
 
+/** Compaction measured: wall time and CPU (this process, PostgreSQL). */
+export interface CompactionRun {
+  seconds: number;
+  cpu: { connector: number; postgres: number };
+}
+
+/** One compaction pass over everything stored (sealed), timed, with its CPU. */
+async function measureCompaction(
+  sql: Sql,
+  samples: number,
+  legacy: boolean,
+): Promise<{ compactSeconds: number; compactCpu: CompactionRun["cpu"] }> {
+  const pids = await backendPids(sql);
+  const pg0 = pids.reduce((a, p) => a + cpuSeconds(p), 0);
+  const me0 = cpuSeconds("self");
+  const t0 = performance.now();
+  const res = await new Compactor({
+    sql,
+    log: silentLogger,
+    delayMs: 3_600_000,
+    legacy,
+    busyFraction: 1,
+  }).runOnce();
+  const compactSeconds = (performance.now() - t0) / 1000;
+  const compactCpu = {
+    connector: cpuSeconds("self") - me0,
+    postgres: pids.reduce((a, p) => a + cpuSeconds(p), 0) - pg0,
+  };
+  if (res.samples !== samples) throw new Error(`compacted ${res.samples} of ${samples}`);
+  const [{ rows }] = await sql<{ rows: number }[]>`
+    SELECT count(*)::int AS rows FROM _prom_data.samples`;
+  if (rows !== 0) throw new Error(`${rows} rows left after compaction`);
+  return { compactSeconds, compactCpu };
+}
+
+/** Compaction only, per-row flow (`legacy`) against the current one. */
+export interface CompactionResult {
+  load: string;
+  samples: number;
+  legacy: CompactionRun;
+  current: CompactionRun;
+  exact: boolean;
+}
+
+/**
+ * Compaction only (`--compact-only`): the load into two fresh databases,
+ * one compacted by the per-row flow (`legacy`), the other by the current
+ * one, alternating which goes first per round; each checked bit for bit.
+ */
+export async function runCompaction(load: Load, rounds: number): Promise<CompactionResult> {
+  const runs: Record<"legacy" | "current", CompactionRun[]> = { legacy: [], current: [] };
+  let samples = 0;
+  let exact = true;
+  for (let r = 0; r < rounds; r++) {
+    const order = r % 2 ? ["current", "legacy"] as const : ["legacy", "current"] as const;
+    for (const mode of order) {
+      const db = await freshDatabase("bench_compact");
+      try {
+        await migrate(db.sql);
+        const day = loadDay();
+        samples = (await write(db.sql, load, day)).samples;
+        await db.sql`VACUUM ANALYZE`;
+        const d0 = await digest(db.sql);
+        const m = await measureCompaction(db.sql, samples, mode === "legacy");
+        exact &&= d0 === await digest(db.sql);
+        runs[mode].push({ seconds: m.compactSeconds, cpu: m.compactCpu });
+      } finally {
+        await db.drop();
+      }
+    }
+  }
+  const med = (xs: CompactionRun[]): CompactionRun => {
+    const total = (x: CompactionRun) => x.cpu.connector + x.cpu.postgres;
+    return [...xs].sort((a, b) => total(a) - total(b))[Math.floor(xs.length / 2)];
+  };
+  return { load: load.name, samples, legacy: med(runs.legacy), current: med(runs.current), exact };
+}
+
+/** The Markdown report of `--compact-only`. */
+export function compactionReport(results: CompactionResult[]): string {
+  const lines = [
+    "| load | flow | wall s | CPU compactor s | CPU PostgreSQL s | samples per CPU second |",
+    "| --- | --- | ---: | ---: | ---: | ---: |",
+  ];
+  for (const r of results) {
+    for (const mode of ["legacy", "current"] as const) {
+      const x = r[mode];
+      lines.push(
+        `| ${r.load} | ${mode} | ${f2(x.seconds)} | ${f2(x.cpu.connector)} | ${
+          f2(x.cpu.postgres)
+        } | ${Math.round(r.samples / (x.cpu.connector + x.cpu.postgres)).toLocaleString("en")} |`,
+      );
+    }
+    const per = (x: CompactionRun) => x.cpu.connector + x.cpu.postgres;
+    lines.push(
+      `| ${r.load} | current / legacy CPU | | | | ${f2(per(r.current) / per(r.legacy))} ` +
+        `(bit for bit: ${r.exact ? "yes" : "NO"}) |`,
+    );
+  }
+  return lines.join("\n");
+}
+
 export async function runStorage(load: Load, repeat: number): Promise<StorageResult> {
   const db = await freshDatabase("bench_storage");
   try {
@@ -345,18 +453,7 @@ export async function runStorage(load: Load, repeat: number): Promise<StorageRes
     const before = await sizes(db.sql);
     const readsRows = await reads(db.sql, day, repeat);
     const d0 = await digest(db.sql);
-    const pids = await backendPids(db.sql);
-    const pg0 = pids.reduce((a, p) => a + cpuSeconds(p), 0);
-    const me0 = cpuSeconds("self");
-    const t0 = performance.now();
-    const res = await new Compactor({ sql: db.sql, log: silentLogger, delayMs: 3_600_000 })
-      .runOnce();
-    const compactSeconds = (performance.now() - t0) / 1000;
-    const compactCpu = {
-      connector: cpuSeconds("self") - me0,
-      postgres: pids.reduce((a, p) => a + cpuSeconds(p), 0) - pg0,
-    };
-    if (res.samples !== samples) throw new Error(`compacted ${res.samples} of ${samples}`);
+    const { compactSeconds, compactCpu } = await measureCompaction(db.sql, samples, false);
     const after = await sizes(db.sql);
     const readsCompressed = await reads(db.sql, day, repeat);
     const d1 = await digest(db.sql);
@@ -433,7 +530,26 @@ export function storageReport(results: StorageResult[]): string {
   return lines.join("\n");
 }
 
-if (import.meta.main) {
+if (import.meta.main && Deno.args.includes("--compact-only")) {
+  const rounds = Number(arg("rounds", "1"));
+  const results: CompactionResult[] = [];
+  const loads = arg("loads", "synthetic,node_exporter").split(",");
+  if (loads.includes("synthetic")) {
+    results.push(
+      await runCompaction(
+        syntheticLoad(Number(arg("series", "1000")), Number(arg("slots", "5760"))),
+        rounds,
+      ),
+    );
+  }
+  if (loads.includes("node_exporter")) {
+    results.push(
+      await runCompaction(await nodeExporterLoad(Number(arg("scrapes", "1440"))), rounds),
+    );
+  }
+  if (Deno.args.includes("--json")) console.log(JSON.stringify(results));
+  else console.log(compactionReport(results));
+} else if (import.meta.main) {
   const repeat = Number(arg("repeat", "5"));
   const results: StorageResult[] = [];
   const loads = arg("loads", "synthetic,node_exporter").split(",");

@@ -5,7 +5,7 @@
  * for rows), and the next pass merges it. The real write path (the
  * connector, whose partition the compactor dropped) stores it too.
  */
-import { assertEquals } from "../helpers/assert.ts";
+import { assert, assertEquals } from "../helpers/assert.ts";
 import { freshDatabase } from "../helpers/db.ts";
 import { inProcessConnector } from "../helpers/connector.ts";
 import { writeRequestBody } from "../helpers/payload.ts";
@@ -20,6 +20,8 @@ import {
   store,
   type TestSeries,
 } from "./compress_helpers.ts";
+import { Compactor } from "../../src/storage/compactor.ts";
+import { silentLogger } from "../../src/telemetry/log.ts";
 
 const DAY = 86_400_000;
 /** A day well in the past (sealed) but within the daily partitions' 60 days. */
@@ -141,6 +143,61 @@ Deno.test("series with native histograms stay rows, so their histograms survive"
     const [{ h }] = await db.sql<{ h: number }[]>`
       SELECT count(*)::int AS h FROM _prom_data.histogram_samples`;
     assertEquals(h, 2, "the bodies keep their presence rows");
+  } finally {
+    await db.drop();
+  }
+});
+
+Deno.test("a late row that VACUUM FREEZE reached before the partition's final step is merged, not lost", async () => {
+  const db = await freshDatabase("compress_late_frozen");
+  try {
+    await setup(db.sql);
+    const all: TestSeries[] = [0, 1, 2].map((s) => {
+      const times = Array.from({ length: 100 }, (_, i) => D + i * 15_000);
+      return {
+        labels: { __name__: "frozen_metric", job: "j", instance: `i${s}` },
+        times,
+        bits: times.map((_, i) => bitsOf(s * 100 + i)),
+      };
+    });
+    const ids = await store(db.sql, all);
+    // A pass that does every series' batch and stops before the final step.
+    let batches = 0;
+    const first = new Compactor({
+      sql: db.sql,
+      log: silentLogger,
+      delayMs: 0,
+      batchSeries: 1,
+      onBatch: () => {
+        if (++batches === 3) void first.stop();
+      },
+    });
+    const res1 = await first.runOnce();
+    assertEquals([res1.samples, res1.droppedPartitions.length], [300, 0]);
+    // A late row for a series already compressed, then every row frozen
+    // (the final step finds late rows by their inserting transaction).
+    const late = D + 10 * 15_000 + 5_000;
+    await db.sql`INSERT INTO _prom_data.samples VALUES (${ids[1]}, ${
+      new Date(late).toISOString()
+    }, 0.5)`;
+    const expected = await readView(db.sql, "frozen_metric");
+    assertEquals(expected.length, 301);
+    const [part] = await db.sql<{ t: string }[]>`
+      SELECT table_name AS t FROM _prom_catalog.sample_partitions`;
+    const rel = `_prom_data."${part.t}"`;
+    await db.sql.unsafe(`VACUUM (FREEZE) ${rel}`);
+    const [{ frozen }] = await db.sql.unsafe<{ frozen: boolean }[]>(
+      `SELECT (SELECT relfrozenxid FROM pg_class WHERE oid = '${rel}'::regclass)::text::int8
+                > max(xmin::text::int8) AS frozen FROM ${rel}`,
+    );
+    assert(frozen, "VACUUM FREEZE froze every row, the late one included");
+
+    const res2 = await compact(db.sql);
+    assertEquals(res2.samples, 1, "the late row is merged");
+    assertEquals(res2.droppedPartitions.length, 1);
+    assertEquals(await forms(db.sql), { rows: 0, windows: 3 });
+    assertEquals(await readView(db.sql, "frozen_metric"), expected);
+    assert(expected.some(([, t]) => t === String(late)));
   } finally {
     await db.drop();
   }
