@@ -130,3 +130,11 @@ Deno.test("a migration that fails leaves nothing half-applied and the lock free"
     await db.drop();
   }
 });
+
+Deno.test("migrations are listed in ascending version order (a database past a version skips it)", () => {
+  const versions = MIGRATIONS.map((m) => m.version);
+  for (let i = 1; i < versions.length; i++) {
+    assert(versions[i] > versions[i - 1], `version ${versions[i]} after ${versions[i - 1]}`);
+  }
+  assertEquals(SCHEMA_VERSION, versions[versions.length - 1]);
+});
