@@ -40,7 +40,7 @@ import type { Sql } from "../../deps.ts";
 import type { Logger } from "../telemetry/log.ts";
 import { PARTITION_LOCK_KEY } from "./migrations/schema.ts";
 import { COMPRESS_WINDOW } from "./migrations/compressed.ts";
-import { copyIn } from "./pg_patches.ts";
+import { copyIn, copyOut } from "./pg_patches.ts";
 
 /** Advisory lock key held during a compaction pass (shared by all connectors). */
 export const COMPACTOR_LOCK_KEY = 0x636f6d70; // "comp"
@@ -895,43 +895,6 @@ interface Samples {
   sid: Float64Array;
   ms: Float64Array;
   vals: Float64Array;
-}
-
-/**
- * Runs `COPY (…) TO STDOUT (FORMAT binary)` on `conn` and returns its
- * whole body. postgres.js hands over one chunk per row: they are copied
- * into one growing buffer from synchronous 'data' events (an async
- * iterator would cost a promise per row).
- *
- * postgres.js (3.4.9) pauses the socket whenever the stream's buffer is
- * full and resumes it only from the stream's `read()`; when the last row
- * fills it, nothing reads again after the end, the socket stays paused,
- * and the connection's next query waits forever (seen with a COPY of
- * 1,800 rows followed by another). Calling that `read()` once the stream
- * has ended resumes the socket.
- */
-async function copyOut(conn: Sql, text: string): Promise<Uint8Array> {
-  const stream = await conn.unsafe(text).readable();
-  const resume = () => (stream as unknown as { _read?: (n: number) => void })._read?.(0);
-  let buf = new Uint8Array(1 << 20);
-  let len = 0;
-  await new Promise<void>((resolve, reject) => {
-    stream.on("data", (c: Uint8Array) => {
-      if (len + c.length > buf.length) {
-        const grown = new Uint8Array(Math.max(buf.length * 2, len + c.length));
-        grown.set(buf.subarray(0, len));
-        buf = grown;
-      }
-      buf.set(c, len);
-      len += c.length;
-    });
-    stream.once("end", () => {
-      resume();
-      resolve();
-    });
-    stream.once("error", reject);
-  });
-  return buf.subarray(0, len);
 }
 
 /**

@@ -1,5 +1,5 @@
 /**
- * The two places where the connector relies on postgres.js internals, kept
+ * The places where the connector relies on postgres.js internals, kept
  * here so that they are in one module, with their reason, and guarded by
  * tests/storage/pg_patches_test.ts, which fails loudly when postgres.js
  * changes under them. Checked against postgres.js {@linkcode POSTGRES_JS_CHECKED}
@@ -16,9 +16,13 @@
  *    it aborts the next COPY when that one was already sent (pipelined) on
  *    the same connection. The stream is done once it has finished, so
  *    autoDestroy is turned off.
+ * 3. A paused socket after `COPY … TO STDOUT` (`copyOut`): the readable
+ *    stream's `_read` is called once it has ended, to resume the socket.
  *
  * @module
  */
+
+import type { Sql } from "../../deps.ts";
 
 /** The postgres.js version these patches were checked against. */
 export const POSTGRES_JS_CHECKED = "3.4.9";
@@ -54,4 +58,41 @@ export async function copyIn(query: unknown, data: Uint8Array): Promise<void> {
   });
   stream.end(data);
   await Promise.race([done, failed.promise]);
+}
+
+/**
+ * Runs `COPY (…) TO STDOUT (FORMAT binary)` on `conn` and returns its
+ * whole body. postgres.js hands over one chunk per row: they are copied
+ * into one growing buffer from synchronous 'data' events (an async
+ * iterator would cost a promise per row).
+ *
+ * postgres.js (3.4.9) pauses the socket whenever the stream's buffer is
+ * full and resumes it only from the stream's `read()`; when the last row
+ * fills it, nothing reads again after the end, the socket stays paused,
+ * and the connection's next query waits forever (seen with a COPY of
+ * 1,800 rows followed by another). Calling that `read()` once the stream
+ * has ended resumes the socket (patch 3).
+ */
+export async function copyOut(conn: Sql, text: string): Promise<Uint8Array> {
+  const stream = await conn.unsafe(text).readable();
+  const resume = () => (stream as unknown as { _read?: (n: number) => void })._read?.(0);
+  let buf = new Uint8Array(1 << 20);
+  let len = 0;
+  await new Promise<void>((resolve, reject) => {
+    stream.on("data", (c: Uint8Array) => {
+      if (len + c.length > buf.length) {
+        const grown = new Uint8Array(Math.max(buf.length * 2, len + c.length));
+        grown.set(buf.subarray(0, len));
+        buf = grown;
+      }
+      buf.set(c, len);
+      len += c.length;
+    });
+    stream.once("end", () => {
+      resume();
+      resolve();
+    });
+    stream.once("error", reject);
+  });
+  return buf.subarray(0, len);
 }

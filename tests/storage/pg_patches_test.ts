@@ -1,5 +1,5 @@
 /**
- * Guards src/storage/pg_patches.ts, the connector's two reliances on
+ * Guards src/storage/pg_patches.ts, the connector's reliances on
  * postgres.js internals: fails loudly when the pinned version changes or
  * when the internals the patches touch are gone, and checks the behaviour
  * each patch exists for against real PostgreSQL.
@@ -7,7 +7,7 @@
 import denoJson from "../../deno.json" with { type: "json" };
 import type { WriteSeries } from "../../src/ingest.ts";
 import { encodeCopy } from "../../src/storage/copy_format.ts";
-import { copyIn, POSTGRES_JS_CHECKED } from "../../src/storage/pg_patches.ts";
+import { copyIn, copyOut, POSTGRES_JS_CHECKED } from "../../src/storage/pg_patches.ts";
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { freshDatabase } from "../helpers/db.ts";
 
@@ -130,6 +130,36 @@ Deno.test("pg_patches: postgres.js internals and the behaviour they fix", async 
       });
       const [{ n }] = await conn<{ n: number }[]>`SELECT count(*)::int AS n FROM t`;
       assert(n === 1 + 50 + 10, `rows ${n}`);
+
+      await t.step(
+        "copyOut() returns a COPY TO's whole body and the connection answers the next query",
+        async () => {
+          // Enough rows that the last one fills the stream's buffer (without
+          // the patch, 1,800 rows inside a transaction were enough to hang).
+          await conn`INSERT INTO t SELECT 2, to_timestamp(i), i FROM generate_series(1, 5000) i`;
+          for (const count of [1, 1800, 5000]) {
+            await conn`BEGIN`;
+            const body = await within(
+              copyOut(
+                conn,
+                `COPY (SELECT * FROM t WHERE series_id = 2 ORDER BY time LIMIT ${count})
+                 TO STDOUT (FORMAT binary)`,
+              ),
+              10_000,
+              `COPY TO of ${count} rows`,
+            );
+            // Header 19 bytes, per row 2 + 3 × (4 + 8), trailer 2.
+            assertEquals(body.length, 19 + count * 38 + 2, `body of ${count} rows`);
+            const [{ one }] = await within(
+              conn<{ one: number }[]>`SELECT 1 AS one`,
+              5_000,
+              `query after a COPY TO of ${count} rows`,
+            );
+            assertEquals(one, 1);
+            await conn`COMMIT`;
+          }
+        },
+      );
     } finally {
       conn.release();
     }
