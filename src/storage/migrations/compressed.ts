@@ -18,7 +18,7 @@
  * The arrays are TOAST-compressed with lz4 (every row, see toast_pad): runs of equal deltas and
  * corrections (regular scrapes, constant gauges) shrink to almost nothing.
  * Float8 arrays and float8 columns keep every bit; the float8 values in
- * `v_exc` and `v_raw` are copied in SQL from the rows, never through text.
+ * `v_exc` and `v_raw` are written from their exact bits (binary COPY), never through text.
  *
  * Reading: `_prom_data.compressed_samples` decodes every row (a view);
  * `_prom_data.all_samples` is the rows plus the compressed samples, each
