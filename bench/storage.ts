@@ -95,11 +95,11 @@ function median(xs: number[]): number {
 }
 
 /** The day the loads are written to: UTC midnight three days ago. */
-function loadDay(): number {
+export function loadDay(): number {
   return Math.floor(Date.now() / DAY_MS) * DAY_MS - 3 * DAY_MS;
 }
 
-function syntheticLoad(series: number, slots: number): Load {
+export function syntheticLoad(series: number, slots: number): Load {
   const labels = Array.from({ length: series }, (_, i) => benchLabels(i));
   return {
     name: `synthetic node_exporter-like, ${series} series × ${slots} scrapes at 15 s`,
@@ -144,7 +144,7 @@ function labelsOfKey(key: string): Label[] {
   return labels.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
 }
 
-async function nodeExporterLoad(scrapes: number): Promise<Load> {
+export async function nodeExporterLoad(scrapes: number): Promise<Load> {
   const ne = await startNodeExporter({
     collectors: [
       "cpu",
@@ -186,7 +186,7 @@ async function nodeExporterLoad(scrapes: number): Promise<Load> {
   };
 }
 
-async function write(
+export async function write(
   sql: Sql,
   load: Load,
   day: number,

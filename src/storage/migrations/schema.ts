@@ -22,6 +22,7 @@ import { PROMSCALE_SQL } from "./promscale_sql.ts";
 import { COMPRESSED_MIGRATION } from "./compressed.ts";
 import { DATA_MODEL_RETENTION_MIGRATION } from "./data_model_retention.ts";
 import { VIEWS_PER_SERIES_MIGRATION } from "./views_per_series.ts";
+import { READ_SPEED_MIGRATION } from "./read_speed.ts";
 
 /** A migration: its version, a description, and the SQL to run. */
 export interface Migration {
@@ -981,6 +982,7 @@ MIGRATIONS.push(DATA_MODEL_MIGRATION);
 MIGRATIONS.push(COMPRESSED_MIGRATION); // version 8, src/storage/migrations/compressed.ts
 MIGRATIONS.push(DATA_MODEL_RETENTION_MIGRATION); // version 9, data_model_retention.ts
 MIGRATIONS.push(VIEWS_PER_SERIES_MIGRATION); // version 10, views_per_series.ts
+MIGRATIONS.push(READ_SPEED_MIGRATION); // version 12, read_speed.ts
 
 /** The schema version this build brings the database to. */
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
