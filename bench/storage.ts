@@ -3,7 +3,7 @@
  * compressed windows, on the same data in the same run.
  *
  *   deno run -A bench/storage.ts [--series 1000] [--slots 5760] [--scrapes 1440]
- *     [--repeat 5] [--json]
+ *     [--repeat 5] [--loads synthetic,node_exporter] [--json]
  *
  * Two loads, each into a fresh database, on a UTC day three days ago
  * (sealed, so the compactor takes it at once):
@@ -15,11 +15,15 @@
  *   stamped 15 s apart (values as scraped: counters grow less per step
  *   than in 15 s, which only favours raw floats over deltas a little).
  *
- * For each: sizes (heap, TOAST, indexes) of the rows, then read times
- * through the views and through `_prom_catalog.series_samples`; then one
- * compaction pass (time, CPU of the compactor's process and of PostgreSQL);
- * then the same sizes and reads again, and a check that every sample reads
- * back bit for bit.
+ * For each: the schema up to the version before the read-speed migration
+ * (`READ_SPEED_MIGRATION`, version 12), the sizes (heap, TOAST, indexes)
+ * of the rows and read times through the views and through
+ * `_prom_catalog.series_samples` (today's baseline); then one compaction
+ * pass (time, CPU of the compactor's process and of PostgreSQL); the same
+ * sizes and reads of the compressed windows with the SQL of before
+ * version 12; then version 12 applied and the reads again; every sample
+ * checked bit for bit against the rows under both. `--loads synthetic`
+ * runs only the synthetic load (the reads of the real one are a few ms).
  *
  * @module
  */
@@ -27,6 +31,8 @@ import { freshDatabase } from "../tests/helpers/db.ts";
 import { startNodeExporter } from "../tests/helpers/procs.ts";
 import type { Sql } from "../deps.ts";
 import { migrate } from "../src/storage/migrate.ts";
+import { MIGRATIONS } from "../src/storage/migrations/schema.ts";
+import { READ_SPEED_MIGRATION } from "../src/storage/migrations/read_speed.ts";
 import { copyIn } from "../src/storage/pg_patches.ts";
 import { encodeCopy } from "../src/storage/copy_format.ts";
 import type { WriteSeries } from "../src/ingest.ts";
@@ -53,16 +59,21 @@ interface Sizes {
   index: number;
 }
 
+/** Median ms of each read; null where the schema has no such function yet. */
 interface Reads {
-  /** One series, one day, through its prom_metric view (ms). */
+  /** One series, one day, through its prom_metric view. */
   seriesDayView: number;
   /** The same through series_samples (explicit bounds). */
   seriesDayFn: number;
-  /** Every series, 6 h, through _prom_data.all_samples (what the views read). */
+  /** One metric's series (node_cpu_seconds_total), 6 h, through its view. */
+  metricView: number;
+  /** The same through prom_api.metric_samples (version 12). */
+  metricFn: number | null;
+  /** Every series, 6 h, through _prom_data.all_samples (ad-hoc SQL over everything). */
   dashboardView: number;
   /** The same through series_samples per series. */
   dashboardFn: number;
-  /** count(*), sum(value) over every sample. */
+  /** count(*), sum(value) over every sample (_prom_data.all_samples). */
   fullScan: number;
 }
 
@@ -72,7 +83,11 @@ export interface StorageResult {
   samples: number;
   rows: Sizes;
   compressed: Sizes;
+  /** The rows, with the schema before version 12 (today's baseline). */
   readsRows: Reads;
+  /** The compressed windows with the SQL before version 12. */
+  readsCompressedBefore: Reads;
+  /** The compressed windows with version 12. */
   readsCompressed: Reads;
   compactSeconds: number;
   compactCpu: { connector: number; postgres: number };
@@ -261,6 +276,8 @@ async function sizes(sql: Sql): Promise<{ rows: Sizes; compressed: Sizes }> {
 
 async function timed(sql: Sql, text: string, params: unknown[], repeat: number): Promise<number> {
   const ms: number[] = [];
+  // One run first: it warms the caches (the compressed table was just written).
+  await sql.unsafe(text, params as never[]);
   for (let i = 0; i < repeat; i++) {
     const t0 = performance.now();
     await sql.unsafe(text, params as never[]);
@@ -269,15 +286,24 @@ async function timed(sql: Sql, text: string, params: unknown[], repeat: number):
   return median(ms);
 }
 
-async function reads(sql: Sql, day: number, repeat: number): Promise<Reads> {
+/**
+ * The read times. The 6-hour range is the middle 6 hours of the load's
+ * span (09:00 to 15:00 of a full day: not aligned on the 2-hour windows, as
+ * a dashboard's range is not; the whole span when it is 6 hours).
+ */
+async function reads(sql: Sql, day: number, spanMs: number, repeat: number): Promise<Reads> {
   const [one] = await sql<{ id: string; view: string }[]>`
     SELECT s.id::text AS id, m.view_name AS view FROM _prom_catalog.series s
     JOIN _prom_catalog.metric m USING (metric_name)
     WHERE s.metric_name = 'node_cpu_seconds_total' ORDER BY s.id LIMIT 1`;
+  const [{ v12 }] = await sql<{ v12: boolean }[]>`
+    SELECT to_regprocedure('prom_api.metric_samples(text, timestamptz, timestamptz)') IS NOT NULL
+      AS v12`;
   const lo = new Date(day).toISOString();
   const hi = new Date(day + DAY_MS - 1).toISOString();
-  const dashLo = new Date(day + 6 * 3_600_000).toISOString();
-  const dashHi = new Date(day + 12 * 3_600_000 - 1).toISOString();
+  const dashStart = day + Math.max(0, Math.floor(spanMs / 2) - 3 * 3_600_000);
+  const dashLo = new Date(dashStart).toISOString();
+  const dashHi = new Date(dashStart + 6 * 3_600_000 - 1).toISOString();
   return {
     seriesDayView: await timed(
       sql,
@@ -292,6 +318,22 @@ async function reads(sql: Sql, day: number, repeat: number): Promise<Reads> {
       [one.id, lo, hi],
       repeat,
     ),
+    metricView: await timed(
+      sql,
+      `SELECT series_id, max(value) FROM prom_metric."${one.view}"
+       WHERE time >= $1 AND time <= $2 GROUP BY series_id`,
+      [dashLo, dashHi],
+      repeat,
+    ),
+    metricFn: v12
+      ? await timed(
+        sql,
+        `SELECT series_id, max(value)
+         FROM prom_api.metric_samples('node_cpu_seconds_total', $1, $2) GROUP BY series_id`,
+        [dashLo, dashHi],
+        repeat,
+      )
+      : null,
     dashboardView: await timed(
       sql,
       `SELECT series_id, max(value) FROM _prom_data.all_samples
@@ -336,14 +378,30 @@ async function backendPids(sql: Sql): Promise<number[]> {
   return pids;
 }
 
+/** Applies the migrations before `version` (as `migrate` would, without the lock). */
+async function migrateBefore(sql: Sql, version: number): Promise<void> {
+  await sql`SET client_min_messages TO warning`;
+  await sql`CREATE SCHEMA IF NOT EXISTS _prom_catalog`;
+  await sql`CREATE TABLE IF NOT EXISTS _prom_catalog.migrations (
+    version int PRIMARY KEY, description text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now())`;
+  for (const m of MIGRATIONS.filter((m) => m.version < version)) {
+    await sql.begin(async (tx) => {
+      await tx.unsafe(typeof m.sql === "string" ? m.sql : m.sql({ timescaledb: false }));
+      await tx`INSERT INTO _prom_catalog.migrations VALUES (${m.version}, ${m.description})`;
+    });
+  }
+}
+
 export async function runStorage(load: Load, repeat: number): Promise<StorageResult> {
   const db = await freshDatabase("bench_storage");
   try {
-    await migrate(db.sql);
+    await migrateBefore(db.sql, READ_SPEED_MIGRATION.version);
     const day = loadDay();
+    const span = load.slots * STEP_MS;
     const { samples } = await write(db.sql, load, day);
     const before = await sizes(db.sql);
-    const readsRows = await reads(db.sql, day, repeat);
+    const readsRows = await reads(db.sql, day, span, repeat);
     const d0 = await digest(db.sql);
     const pids = await backendPids(db.sql);
     const pg0 = pids.reduce((a, p) => a + cpuSeconds(p), 0);
@@ -358,8 +416,11 @@ export async function runStorage(load: Load, repeat: number): Promise<StorageRes
     };
     if (res.samples !== samples) throw new Error(`compacted ${res.samples} of ${samples}`);
     const after = await sizes(db.sql);
-    const readsCompressed = await reads(db.sql, day, repeat);
+    const readsCompressedBefore = await reads(db.sql, day, span, repeat);
     const d1 = await digest(db.sql);
+    await migrate(db.sql);
+    const readsCompressed = await reads(db.sql, day, span, repeat);
+    const d2 = await digest(db.sql);
     const [k] = await db.sql<{ scaled: number; raw: number }[]>`
       SELECT count(*) FILTER (WHERE v_scale IS NOT NULL)::int AS scaled,
              count(*) FILTER (WHERE v_scale IS NULL)::int AS raw FROM _prom_data.compressed`;
@@ -370,10 +431,11 @@ export async function runStorage(load: Load, repeat: number): Promise<StorageRes
       rows: before.rows,
       compressed: after.compressed,
       readsRows,
+      readsCompressedBefore,
       readsCompressed,
       compactSeconds,
       compactCpu,
-      exact: d0 === d1,
+      exact: d0 === d1 && d0 === d2,
       scaledWindows: k.scaled,
       rawWindows: k.raw,
     };
@@ -406,18 +468,23 @@ export function storageReport(results: StorageResult[]): string {
       ),
       `| ratio | | | | ${f1(per(r.rows) / per(r.compressed))}× smaller |`,
       "",
-      "| read (median ms) | rows | compressed | compressed / rows |",
-      "| --- | ---: | ---: | ---: |",
+      "| read (median ms) | rows | compressed, before v12 | / rows | compressed, v12 | / rows |",
+      "| --- | ---: | ---: | ---: | ---: | ---: |",
       ...([
         ["one series, one day, view", "seriesDayView"],
         ["one series, one day, series_samples()", "seriesDayFn"],
-        ["all series, 6 h, all_samples (views)", "dashboardView"],
+        ["one metric, 6 h, view", "metricView"],
+        ["one metric, 6 h, metric_samples()", "metricFn"],
+        ["all series, 6 h, all_samples", "dashboardView"],
         ["all series, 6 h, series_samples()", "dashboardFn"],
         ["full scan", "fullScan"],
-      ] as const).map(([label, key]) =>
-        `| ${label} | ${f1(r.readsRows[key])} | ${f1(r.readsCompressed[key])} | ` +
-        `${f2(r.readsCompressed[key] / r.readsRows[key])} |`
-      ),
+      ] as const).map(([label, key]) => {
+        // metric_samples() is new in v12: its rows figure is the view's.
+        const base = r.readsRows[key] ?? r.readsRows.metricView;
+        const cell = (x: number | null) => x === null ? "— | —" : `${f1(x)} | ${f2(x / base)}`;
+        return `| ${label} | ${f1(base)} | ${cell(r.readsCompressedBefore[key])} | ` +
+          `${cell(r.readsCompressed[key])} |`;
+      }),
       "",
       `Compaction: ${f2(r.compactSeconds)} s wall, ${
         Math.round(r.samples / r.compactSeconds).toLocaleString("en")

@@ -41,29 +41,23 @@ const SQL = `
 -- _prom_data.compressed row; format in migrations/compressed.ts). Not
 -- STRICT and a single SELECT, so it is inlined where it is called.
 CREATE FUNCTION _prom_catalog.decode_window(
-  min_time timestamptz, n int, step_ms int, t_corr int4[], v_scale float8, v_base int8,
+  min_time timestamptz, step_ms int, t_corr int4[], v_scale float8, v_base int8,
   v_delta int4[], v_exc float8[], v_raw float8[])
 RETURNS TABLE ("time" timestamptz, value float8)
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-  SELECT CASE WHEN s.tc IS NULL THEN s.t
-              WHEN step_ms = 0 THEN min_time + s.tc * interval '1 millisecond'
-              ELSE s.t + s.tc * interval '1 millisecond' END,
+  SELECT min_time + ((row_number() OVER w - 1) * step_ms + coalesce(s.tc, 0))
+                    * interval '1 millisecond',
          CASE WHEN v_scale IS NULL THEN s.r
-              ELSE coalesce(s.e, (v_base + sum(s.d) OVER (ROWS UNBOUNDED PRECEDING))::float8
-                                 / v_scale) END
+              ELSE coalesce(s.e, (v_base + sum(s.d) OVER w)::float8 / v_scale) END
   FROM (SELECT unnest(v_delta) AS d, unnest(t_corr) AS tc, unnest(v_exc) AS e,
-          unnest(v_raw) AS r,
-          -- the n step times; a step of 0 (one sample, or times given by
-          -- the corrections alone) counts with 1 ms and is not used
-          generate_series(min_time,
-            min_time + (n - 1) * greatest(step_ms, 1) * interval '1 millisecond',
-            greatest(step_ms, 1) * interval '1 millisecond') AS t) s
+          unnest(v_raw) AS r) s
+  WINDOW w AS (ROWS UNBOUNDED PRECEDING)
 $$;
 
 CREATE OR REPLACE VIEW _prom_data.compressed_samples AS
 SELECT c.series_id, z.time, z.value
 FROM _prom_data.compressed c
-CROSS JOIN LATERAL _prom_catalog.decode_window(c.min_time, c.n, c.step_ms, c.t_corr, c.v_scale,
+CROSS JOIN LATERAL _prom_catalog.decode_window(c.min_time, c.step_ms, c.t_corr, c.v_scale,
   c.v_base, c.v_delta, c.v_exc, c.v_raw) z;
 
 CREATE OR REPLACE FUNCTION _prom_catalog.series_samples(sid bigint, lo timestamptz, hi timestamptz)
@@ -76,7 +70,7 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
   UNION ALL
   -- windows entirely inside [lo, hi]: every sample, no comparison
   SELECT z.time, z.value FROM _prom_data.compressed c
-  CROSS JOIN LATERAL _prom_catalog.decode_window(c.min_time, c.n, c.step_ms, c.t_corr, c.v_scale,
+  CROSS JOIN LATERAL _prom_catalog.decode_window(c.min_time, c.step_ms, c.t_corr, c.v_scale,
     c.v_base, c.v_delta, c.v_exc, c.v_raw) z
   WHERE c.series_id = sid
     AND c.window_start >= date_bin('${COMPRESS_WINDOW}', lo, 'epoch') AND c.window_start <= hi
@@ -84,13 +78,54 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
   UNION ALL
   -- the windows across a bound: filtered per sample
   SELECT z.time, z.value FROM _prom_data.compressed c
-  CROSS JOIN LATERAL _prom_catalog.decode_window(c.min_time, c.n, c.step_ms, c.t_corr, c.v_scale,
+  CROSS JOIN LATERAL _prom_catalog.decode_window(c.min_time, c.step_ms, c.t_corr, c.v_scale,
     c.v_base, c.v_delta, c.v_exc, c.v_raw) z
   WHERE c.series_id = sid
     AND c.window_start >= date_bin('${COMPRESS_WINDOW}', lo, 'epoch') AND c.window_start <= hi
     AND c.max_time >= lo AND c.min_time <= hi AND (c.min_time < lo OR c.max_time > hi)
     AND z.time >= lo AND z.time <= hi
 $$;
+
+-- The prom_metric views of version 10, with series_id taken from the series
+-- rather than from the samples: a condition on it (WHERE series_id = 42)
+-- then selects the series through its key before any sample is read, and
+-- reaches the samples' and the compressed windows' keys as an equality.
+-- Same columns, same order; every existing view is recreated.
+CREATE OR REPLACE FUNCTION _prom_catalog.create_metric_view(m _prom_catalog.metric) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  n int := coalesce(array_length(m.label_keys, 1), 0);
+  cols text[] := '{}';
+  i int;
+BEGIN
+  FOR i IN 1 .. least(m.id_columns_from, n) LOOP
+    cols := cols || format('ser.labels ->> %L AS %I', m.label_keys[i], m.column_names[i]);
+  END LOOP;
+  FOR i IN 1 .. least(m.id_columns_from, n) LOOP
+    cols := cols || format('(ser.label_ids ->> %L)::int AS %I', m.label_keys[i], m.id_column_names[i]);
+  END LOOP;
+  FOR i IN m.id_columns_from + 1 .. n LOOP
+    cols := cols || format('ser.labels ->> %L AS %I', m.label_keys[i], m.column_names[i])
+                 || format('(ser.label_ids ->> %L)::int AS %I', m.label_keys[i], m.id_column_names[i]);
+  END LOOP;
+  cols := cols[1:1596];
+  EXECUTE format(
+    'CREATE OR REPLACE VIEW prom_metric.%I AS SELECT s.time, s.value, ser.id AS series_id, '
+    '(ser.labels - ''__name__'') AS labels%s '
+    'FROM _prom_catalog.series ser CROSS JOIN LATERAL ('
+    'SELECT r.time, r.value FROM _prom_data.samples r '
+    'WHERE r.series_id = ser.id AND (r.time >= (SELECT horizon FROM _prom_catalog.compress_state) '
+    'OR NOT _prom_catalog.compressed_has(r.series_id, r.time)) '
+    'UNION ALL '
+    'SELECT z.time, z.value FROM _prom_data.compressed_samples z '
+    'WHERE z.series_id = ser.id) s '
+    'WHERE ser.metric_name = %L',
+    m.view_name,
+    CASE WHEN cardinality(cols) > 0 THEN ', ' || array_to_string(cols, ', ') ELSE '' END,
+    m.metric_name);
+END $$;
+
+SELECT _prom_catalog.create_metric_view(m) FROM _prom_catalog.metric m;
 
 -- A metric's samples in [lo, hi], both forms, each once: what
 -- prom_metric.<metric> WHERE time BETWEEN lo AND hi returns, with the bounds
