@@ -15,19 +15,19 @@
  *   stamped 15 s apart (values as scraped: counters grow less per step
  *   than in 15 s, which only favours raw floats over deltas a little).
  *
- * For each: the schema up to the version before the read-speed migration
- * (`READ_SPEED_MIGRATION`, version 12), the sizes (heap, TOAST, indexes)
- * of the rows and read times through the views and through
- * `_prom_catalog.series_samples` (today's baseline); then one compaction
- * pass (time, CPU of the compactor's process and of PostgreSQL); the same
- * sizes and reads of the compressed windows with the SQL of before
- * version 12; then version 12 applied and the reads again; every sample
- * checked bit for bit against the rows under both. `--loads synthetic`
- * runs only the synthetic load (the reads of the real one are a few ms).
+ * Each load is written twice, into two fresh databases: one with the
+ * schema before the read-speed migration (`READ_SPEED_MIGRATION`, version
+ * 12; today's reads), one with version 12. In each: the sizes (heap,
+ * TOAST, indexes) of the rows and read times through the views,
+ * `_prom_catalog.series_samples` and (version 12) `prom_api.metric_samples`;
+ * then one compaction pass (time, CPU of the compactor's process and of
+ * PostgreSQL); the same sizes and reads again, and a check that every
+ * sample reads back bit for bit. Sizes and compaction are reported from
+ * the second database. `--loads synthetic` runs only the synthetic load.
  *
  * @module
  */
-import { freshDatabase } from "../tests/helpers/db.ts";
+import { type FreshDatabase, freshDatabase } from "../tests/helpers/db.ts";
 import { startNodeExporter } from "../tests/helpers/procs.ts";
 import type { Sql } from "../deps.ts";
 import { migrate } from "../src/storage/migrate.ts";
@@ -77,18 +77,30 @@ interface Reads {
   fullScan: number;
 }
 
+/** Read times of the four forms. */
+export interface ReadsByForm {
+  /** The rows, schema before version 12: today's reads, the baseline. */
+  rowsBefore: Reads;
+  /** The compressed windows, schema before version 12. */
+  compressedBefore: Reads;
+  /** The rows with version 12. */
+  rows: Reads;
+  /** The compressed windows with version 12. */
+  compressed: Reads;
+}
+
+type Jit = "on" | "off";
+
 export interface StorageResult {
   load: string;
   series: number;
   samples: number;
   rows: Sizes;
   compressed: Sizes;
-  /** The rows, with the schema before version 12 (today's baseline). */
-  readsRows: Reads;
-  /** The compressed windows with the SQL before version 12. */
-  readsCompressedBefore: Reads;
-  /** The compressed windows with version 12. */
-  readsCompressed: Reads;
+  /** Read times with JIT as the server has it (on, by default). */
+  reads: ReadsByForm;
+  /** Read times with `SET jit = off`. */
+  readsNoJit: ReadsByForm;
   compactSeconds: number;
   compactCpu: { connector: number; postgres: number };
   exact: boolean;
@@ -274,24 +286,16 @@ async function sizes(sql: Sql): Promise<{ rows: Sizes; compressed: Sizes }> {
   return { rows: n(r), compressed: n(c) };
 }
 
-async function timed(sql: Sql, text: string, params: unknown[], repeat: number): Promise<number> {
-  const ms: number[] = [];
-  // One run first: it warms the caches (the compressed table was just written).
-  await sql.unsafe(text, params as never[]);
-  for (let i = 0; i < repeat; i++) {
-    const t0 = performance.now();
-    await sql.unsafe(text, params as never[]);
-    ms.push(performance.now() - t0);
-  }
-  return median(ms);
-}
+/** The read queries: their text and parameters, or null where the schema lacks them. */
+type ReadQueries = Record<keyof Reads, { text: string; params: unknown[] } | null>;
 
 /**
- * The read times. The 6-hour range is the middle 6 hours of the load's
- * span (09:00 to 15:00 of a full day: not aligned on the 2-hour windows, as
- * a dashboard's range is not; the whole span when it is 6 hours).
+ * The read queries of a database. The 6-hour range is the middle 6 hours
+ * of the load's span (09:00 to 15:00 of a full day: not aligned on the
+ * 2-hour windows, as a dashboard's range is not; the whole span when it is
+ * 6 hours).
  */
-async function reads(sql: Sql, day: number, spanMs: number, repeat: number): Promise<Reads> {
+async function readQueries(sql: Sql, day: number, spanMs: number): Promise<ReadQueries> {
   const [one] = await sql<{ id: string; view: string }[]>`
     SELECT s.id::text AS id, m.view_name AS view FROM _prom_catalog.series s
     JOIN _prom_catalog.metric m USING (metric_name)
@@ -305,55 +309,38 @@ async function reads(sql: Sql, day: number, spanMs: number, repeat: number): Pro
   const dashLo = new Date(dashStart).toISOString();
   const dashHi = new Date(dashStart + 6 * 3_600_000 - 1).toISOString();
   return {
-    seriesDayView: await timed(
-      sql,
-      `SELECT count(*), sum(value) FROM prom_metric."${one.view}"
-       WHERE series_id = $1 AND time >= $2 AND time <= $3`,
-      [one.id, lo, hi],
-      repeat,
-    ),
-    seriesDayFn: await timed(
-      sql,
-      `SELECT count(*), sum(value) FROM _prom_catalog.series_samples($1, $2, $3)`,
-      [one.id, lo, hi],
-      repeat,
-    ),
-    metricView: await timed(
-      sql,
-      `SELECT series_id, max(value) FROM prom_metric."${one.view}"
-       WHERE time >= $1 AND time <= $2 GROUP BY series_id`,
-      [dashLo, dashHi],
-      repeat,
-    ),
+    seriesDayView: {
+      text: `SELECT count(*), sum(value) FROM prom_metric."${one.view}"
+             WHERE series_id = $1 AND time >= $2 AND time <= $3`,
+      params: [one.id, lo, hi],
+    },
+    seriesDayFn: {
+      text: `SELECT count(*), sum(value) FROM _prom_catalog.series_samples($1, $2, $3)`,
+      params: [one.id, lo, hi],
+    },
+    metricView: {
+      text: `SELECT series_id, max(value) FROM prom_metric."${one.view}"
+             WHERE time >= $1 AND time <= $2 GROUP BY series_id`,
+      params: [dashLo, dashHi],
+    },
     metricFn: v12
-      ? await timed(
-        sql,
-        `SELECT series_id, max(value)
-         FROM prom_api.metric_samples('node_cpu_seconds_total', $1, $2) GROUP BY series_id`,
-        [dashLo, dashHi],
-        repeat,
-      )
+      ? {
+        text: `SELECT series_id, max(value)
+               FROM prom_api.metric_samples('node_cpu_seconds_total', $1, $2) GROUP BY series_id`,
+        params: [dashLo, dashHi],
+      }
       : null,
-    dashboardView: await timed(
-      sql,
-      `SELECT series_id, max(value) FROM _prom_data.all_samples
-       WHERE time >= $1 AND time <= $2 GROUP BY series_id`,
-      [dashLo, dashHi],
-      repeat,
-    ),
-    dashboardFn: await timed(
-      sql,
-      `SELECT s.id, max(x.value) FROM _prom_catalog.series s
-       CROSS JOIN LATERAL _prom_catalog.series_samples(s.id, $1, $2) x GROUP BY s.id`,
-      [dashLo, dashHi],
-      repeat,
-    ),
-    fullScan: await timed(
-      sql,
-      `SELECT count(*), sum(value) FROM _prom_data.all_samples`,
-      [],
-      Math.max(1, Math.ceil(repeat / 2)),
-    ),
+    dashboardView: {
+      text: `SELECT series_id, max(value) FROM _prom_data.all_samples
+             WHERE time >= $1 AND time <= $2 GROUP BY series_id`,
+      params: [dashLo, dashHi],
+    },
+    dashboardFn: {
+      text: `SELECT s.id, max(x.value) FROM _prom_catalog.series s
+             CROSS JOIN LATERAL _prom_catalog.series_samples(s.id, $1, $2) x GROUP BY s.id`,
+      params: [dashLo, dashHi],
+    },
+    fullScan: { text: `SELECT count(*), sum(value) FROM _prom_data.all_samples`, params: [] },
   };
 }
 
@@ -393,15 +380,43 @@ async function migrateBefore(sql: Sql, version: number): Promise<void> {
   }
 }
 
-export async function runStorage(load: Load, repeat: number): Promise<StorageResult> {
+/** A database holding a load, in one of the four forms the reads compare. */
+interface Built {
+  db: FreshDatabase;
+  queries: ReadQueries;
+  samples: number;
+  sizes: { rows: Sizes; compressed: Sizes };
+  compactSeconds: number;
+  compactCpu: { connector: number; postgres: number };
+  exact: boolean;
+  scaledWindows: number;
+  rawWindows: number;
+}
+
+/**
+ * Writes `load` into a fresh database with version 12 or the schema
+ * before it, and compacts it when `compacted`.
+ */
+async function build(load: Load, v12: boolean, compacted: boolean): Promise<Built> {
   const db = await freshDatabase("bench_storage");
   try {
-    await migrateBefore(db.sql, READ_SPEED_MIGRATION.version);
+    if (v12) await migrate(db.sql);
+    else await migrateBefore(db.sql, READ_SPEED_MIGRATION.version);
     const day = loadDay();
-    const span = load.slots * STEP_MS;
     const { samples } = await write(db.sql, load, day);
     const before = await sizes(db.sql);
-    const readsRows = await reads(db.sql, day, span, repeat);
+    const built: Built = {
+      db,
+      queries: await readQueries(db.sql, day, load.slots * STEP_MS),
+      samples,
+      sizes: before,
+      compactSeconds: 0,
+      compactCpu: { connector: 0, postgres: 0 },
+      exact: true,
+      scaledWindows: 0,
+      rawWindows: 0,
+    };
+    if (!compacted) return built;
     const d0 = await digest(db.sql);
     const pids = await backendPids(db.sql);
     const pg0 = pids.reduce((a, p) => a + cpuSeconds(p), 0);
@@ -409,43 +424,135 @@ export async function runStorage(load: Load, repeat: number): Promise<StorageRes
     const t0 = performance.now();
     const res = await new Compactor({ sql: db.sql, log: silentLogger, delayMs: 3_600_000 })
       .runOnce();
-    const compactSeconds = (performance.now() - t0) / 1000;
-    const compactCpu = {
+    built.compactSeconds = (performance.now() - t0) / 1000;
+    built.compactCpu = {
       connector: cpuSeconds("self") - me0,
       postgres: pids.reduce((a, p) => a + cpuSeconds(p), 0) - pg0,
     };
     if (res.samples !== samples) throw new Error(`compacted ${res.samples} of ${samples}`);
-    const after = await sizes(db.sql);
-    const readsCompressedBefore = await reads(db.sql, day, span, repeat);
-    const d1 = await digest(db.sql);
-    await migrate(db.sql);
-    const readsCompressed = await reads(db.sql, day, span, repeat);
-    const d2 = await digest(db.sql);
+    built.sizes = { rows: before.rows, compressed: (await sizes(db.sql)).compressed };
+    built.exact = d0 === await digest(db.sql);
     const [k] = await db.sql<{ scaled: number; raw: number }[]>`
       SELECT count(*) FILTER (WHERE v_scale IS NOT NULL)::int AS scaled,
              count(*) FILTER (WHERE v_scale IS NULL)::int AS raw FROM _prom_data.compressed`;
+    built.scaledWindows = k.scaled;
+    built.rawWindows = k.raw;
+    return built;
+  } catch (err) {
+    await db.drop();
+    throw err;
+  }
+}
+
+/**
+ * Median ms of each read in each database, JIT as configured and JIT off.
+ * The databases take turns query by query (one run of a query in each,
+ * then the next run), so a busy machine weighs on all of them alike.
+ */
+async function measure(dbs: Built[], repeat: number): Promise<Record<Jit, Reads[]>> {
+  const conns = await Promise.all(dbs.map((b) => b.db.sql.reserve()));
+  try {
+    const out = { on: dbs.map(() => ({}) as Reads), off: dbs.map(() => ({}) as Reads) };
+    for (const jit of ["on", "off"] as const) {
+      for (const c of conns) {
+        if (jit === "off") await c`SET jit = off`;
+        else await c`RESET jit`;
+      }
+      for (const key of Object.keys(dbs[0].queries) as (keyof Reads)[]) {
+        const times: number[][] = dbs.map(() => []);
+        const n = key === "fullScan" ? Math.max(1, Math.ceil(repeat / 2)) : repeat;
+        // One run first: it warms the caches (the compressed table was just written).
+        for (let i = -1; i < n; i++) {
+          for (const [d, c] of conns.entries()) {
+            const q = dbs[d].queries[key];
+            if (!q) continue;
+            const t0 = performance.now();
+            await c.unsafe(q.text, q.params as never[]);
+            if (i >= 0) times[d].push(performance.now() - t0);
+          }
+        }
+        for (const [d, r] of out[jit].entries()) {
+          (r as unknown as Record<string, number | null>)[key] = times[d].length
+            ? median(times[d])
+            : null;
+        }
+      }
+    }
+    return out;
+  } finally {
+    for (const c of conns) c.release();
+  }
+}
+
+/**
+ * The same load four times, each in its own database: rows and compressed
+ * windows, with the schema before version 12 (today's reads) and with
+ * version 12; then the reads, taking turns.
+ */
+export async function runStorage(load: Load, repeat: number): Promise<StorageResult> {
+  const dbs: Built[] = [];
+  try {
+    dbs.push(await build(load, false, false));
+    dbs.push(await build(load, false, true));
+    dbs.push(await build(load, true, false));
+    dbs.push(await build(load, true, true));
+    const r = await measure(dbs, repeat);
+    const now = dbs[3];
+    const pick = (x: Reads[]): ReadsByForm => ({
+      rowsBefore: x[0],
+      compressedBefore: x[1],
+      rows: x[2],
+      compressed: x[3],
+    });
     return {
       load: load.name,
       series: load.labels.length,
-      samples,
-      rows: before.rows,
-      compressed: after.compressed,
-      readsRows,
-      readsCompressedBefore,
-      readsCompressed,
-      compactSeconds,
-      compactCpu,
-      exact: d0 === d1 && d0 === d2,
-      scaledWindows: k.scaled,
-      rawWindows: k.raw,
+      samples: now.samples,
+      rows: now.sizes.rows,
+      compressed: now.sizes.compressed,
+      reads: pick(r.on),
+      readsNoJit: pick(r.off),
+      compactSeconds: now.compactSeconds,
+      compactCpu: now.compactCpu,
+      exact: dbs[1].exact && now.exact,
+      scaledWindows: now.scaledWindows,
+      rawWindows: now.rawWindows,
     };
   } finally {
-    await db.drop();
+    for (const b of dbs) await b.db.drop();
   }
 }
 
 const f2 = (x: number) => x.toFixed(2);
 const f1 = (x: number) => x.toFixed(1);
+
+const READ_LABELS = [
+  ["one series, one day, view", "seriesDayView"],
+  ["one series, one day, series_samples()", "seriesDayFn"],
+  ["one metric, 6 h, view", "metricView"],
+  ["one metric, 6 h, metric_samples()", "metricFn"],
+  ["all series, 6 h, all_samples", "dashboardView"],
+  ["all series, 6 h, series_samples()", "dashboardFn"],
+  ["full scan", "fullScan"],
+] as const;
+
+/** The reads table: ratios against the rows before version 12 (today). */
+function readTable(r: ReadsByForm, title: string): string[] {
+  const ms = (x: number | null) => x === null ? "—" : f1(x);
+  return [
+    `| read (median ms), ${title} | rows, before v12 | compressed, before v12 | / rows | ` +
+    "rows, v12 | compressed, v12 | / rows before v12 |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ...READ_LABELS.map(([label, key]) => {
+      // metric_samples() is new in v12: compared with the view's rows before.
+      const base = r.rowsBefore[key] ?? r.rowsBefore.metricView;
+      const ratio = (x: number | null) => x === null ? "—" : f2(x / base);
+      const [c0, c1] = [r.compressedBefore[key], r.compressed[key]];
+      return `| ${label} | ${f1(base)} | ${ms(c0)} | ${ratio(c0)} | ${ms(r.rows[key])} | ` +
+        `${ms(c1)} | ${ratio(c1)} |`;
+    }),
+  ];
+}
 
 /** The Markdown report of `results`. */
 export function storageReport(results: StorageResult[]): string {
@@ -468,23 +575,9 @@ export function storageReport(results: StorageResult[]): string {
       ),
       `| ratio | | | | ${f1(per(r.rows) / per(r.compressed))}× smaller |`,
       "",
-      "| read (median ms) | rows | compressed, before v12 | / rows | compressed, v12 | / rows |",
-      "| --- | ---: | ---: | ---: | ---: | ---: |",
-      ...([
-        ["one series, one day, view", "seriesDayView"],
-        ["one series, one day, series_samples()", "seriesDayFn"],
-        ["one metric, 6 h, view", "metricView"],
-        ["one metric, 6 h, metric_samples()", "metricFn"],
-        ["all series, 6 h, all_samples", "dashboardView"],
-        ["all series, 6 h, series_samples()", "dashboardFn"],
-        ["full scan", "fullScan"],
-      ] as const).map(([label, key]) => {
-        // metric_samples() is new in v12: its rows figure is the view's.
-        const base = r.readsRows[key] ?? r.readsRows.metricView;
-        const cell = (x: number | null) => x === null ? "— | —" : `${f1(x)} | ${f2(x / base)}`;
-        return `| ${label} | ${f1(base)} | ${cell(r.readsCompressedBefore[key])} | ` +
-          `${cell(r.readsCompressed[key])} |`;
-      }),
+      ...readTable(r.reads, "JIT as configured (on)"),
+      "",
+      ...readTable(r.readsNoJit, "JIT off"),
       "",
       `Compaction: ${f2(r.compactSeconds)} s wall, ${
         Math.round(r.samples / r.compactSeconds).toLocaleString("en")

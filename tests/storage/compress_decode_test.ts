@@ -224,12 +224,20 @@ Deno.test("decode_window() gives back every shape of window exactly, through com
         [first - 5, mid - 1],
         [mid, mid],
         [last + 1, last + 10],
+        [first + 1, first + 1 + 7 * r.step], // a slice from the second sample
+        [first + r.step * 3 - 1, Infinity], // a slice to the end, open
+        [-Infinity, Math.max(first, last - r.step * 2 - 1)], // from the start, open
       ];
-      for (const [lo, hi] of ranges.map(([a, b]) => [Math.max(a, YEAR_1), b])) {
+      const iso = (ms: number) =>
+        ms === Infinity ? "infinity" : ms === -Infinity ? "-infinity" : new Date(ms).toISOString();
+      for (
+        const [lo, hi] of ranges.map(([a, b]) => [a === -Infinity ? a : Math.max(a, YEAR_1), b])
+      ) {
         const got = await db.sql.unsafe<{ t: string; v: string }[]>(
           `SELECT ${MS} AS t, encode(float8send(value), 'hex') AS v
-           FROM _prom_catalog.series_samples($1, $2, $3) ORDER BY time`,
-          [i + 1, new Date(lo).toISOString(), new Date(hi).toISOString()],
+           FROM _prom_catalog.series_samples($1, $2::text::timestamptz, $3::text::timestamptz)
+           ORDER BY time`,
+          [i + 1, iso(lo), iso(hi)],
         );
         assertEquals(
           got.map((x) => [x.t, x.v]),

@@ -23,8 +23,9 @@
  * - `_prom_data.compressed_samples` (and so `_prom_data.all_samples` and
  *   every `prom_metric` view, which read it) decodes through it.
  * - `_prom_catalog.series_samples(id, lo, hi)` decodes the windows that lie
- *   entirely inside [lo, hi] without comparing each sample's time; only
- *   the two windows at the edges are filtered per sample.
+ *   entirely inside [lo, hi] without comparing each sample's time; of the
+ *   two windows at the edges, only the part inside is decoded (when their
+ *   samples are on the step) and filtered per sample.
  * - `prom_api.metric_samples(metric, lo, hi)`: a metric's samples in
  *   [lo, hi] with the bounds reaching the compressed windows' key (a time
  *   predicate on a `prom_metric` view cannot: PostgreSQL does not carry an
@@ -76,10 +77,23 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
     AND c.window_start >= date_bin('${COMPRESS_WINDOW}', lo, 'epoch') AND c.window_start <= hi
     AND c.min_time >= lo AND c.max_time <= hi
   UNION ALL
-  -- the windows across a bound: filtered per sample
+  -- the windows across a bound: filtered per sample. On the step (no
+  -- corrections), only the positions from the first at or after lo to the
+  -- last at or before hi are decoded: the arrays are sliced there, and the
+  -- deltas before the slice are summed into the base.
   SELECT z.time, z.value FROM _prom_data.compressed c
-  CROSS JOIN LATERAL _prom_catalog.decode_window(c.min_time, c.step_ms, c.t_corr, c.v_scale,
-    c.v_base, c.v_delta, c.v_exc, c.v_raw) z
+  CROSS JOIN LATERAL (SELECT
+      CASE WHEN c.t_corr IS NULL AND c.step_ms > 0 AND lo > c.min_time
+        THEN least(c.n + 1, floor(extract(epoch FROM lo - c.min_time) * 1000 / c.step_ms) + 1)::int
+        ELSE 1 END AS i0,
+      CASE WHEN c.t_corr IS NULL AND c.step_ms > 0 AND hi < c.max_time
+        THEN greatest(0, floor(extract(epoch FROM hi - c.min_time) * 1000 / c.step_ms) + 1)::int
+        ELSE c.n END AS i1) b
+  -- (a sub-select among the decoder's arguments would keep it from being inlined)
+  CROSS JOIN LATERAL (SELECT coalesce(sum(d), 0) AS k FROM unnest(c.v_delta[1:b.i0 - 1]) AS d) p
+  CROSS JOIN LATERAL _prom_catalog.decode_window(
+    c.min_time + (b.i0 - 1) * c.step_ms * interval '1 millisecond', c.step_ms, c.t_corr, c.v_scale,
+    c.v_base + p.k, c.v_delta[b.i0:b.i1], c.v_exc[b.i0:b.i1], c.v_raw[b.i0:b.i1]) z
   WHERE c.series_id = sid
     AND c.window_start >= date_bin('${COMPRESS_WINDOW}', lo, 'epoch') AND c.window_start <= hi
     AND c.max_time >= lo AND c.min_time <= hi AND (c.min_time < lo OR c.max_time > hi)
