@@ -65,6 +65,8 @@ interface Reads {
   seriesDayView: number;
   /** The same through series_samples (explicit bounds). */
   seriesDayFn: number;
+  /** The same, encoded as remote read and the PromQL API fetch it (int8send/float8send). */
+  seriesDayRemote: number;
   /** One metric's series (node_cpu_seconds_total), 6 h, through its view. */
   metricView: number;
   /** The same through prom_api.metric_samples (version 12). */
@@ -73,6 +75,8 @@ interface Reads {
   dashboardView: number;
   /** The same through series_samples per series. */
   dashboardFn: number;
+  /** The same, encoded per series as remote read and the PromQL API fetch it. */
+  dashboardRemote: number;
   /** count(*), sum(value) over every sample (_prom_data.all_samples). */
   fullScan: number;
 }
@@ -89,8 +93,6 @@ export interface ReadsByForm {
   compressed: Reads;
 }
 
-type Jit = "on" | "off";
-
 export interface StorageResult {
   load: string;
   series: number;
@@ -101,6 +103,8 @@ export interface StorageResult {
   reads: ReadsByForm;
   /** Read times with `SET jit = off`. */
   readsNoJit: ReadsByForm;
+  /** The backend's CPU ms per read, `SET jit = off`. */
+  cpuNoJit: ReadsByForm;
   compactSeconds: number;
   compactCpu: { connector: number; postgres: number };
   exact: boolean;
@@ -286,6 +290,12 @@ async function sizes(sql: Sql): Promise<{ rows: Sizes; compressed: Sizes }> {
   return { rows: n(r), compressed: n(c) };
 }
 
+/** A series' samples as src/remote_read/querier.ts aggregates them. */
+const REMOTE_COLUMNS = `count(*) AS n,
+  string_agg(int8send(floor(extract(epoch FROM p.time) * 1000)::int8), ''::bytea ORDER BY p.time)
+    AS ts,
+  string_agg(float8send(p.value), ''::bytea ORDER BY p.time) AS vs`;
+
 /** The read queries: their text and parameters, or null where the schema lacks them. */
 type ReadQueries = Record<keyof Reads, { text: string; params: unknown[] } | null>;
 
@@ -318,6 +328,10 @@ async function readQueries(sql: Sql, day: number, spanMs: number): Promise<ReadQ
       text: `SELECT count(*), sum(value) FROM _prom_catalog.series_samples($1, $2, $3)`,
       params: [one.id, lo, hi],
     },
+    seriesDayRemote: {
+      text: `SELECT ${REMOTE_COLUMNS} FROM _prom_catalog.series_samples($1, $2, $3) p`,
+      params: [one.id, lo, hi],
+    },
     metricView: {
       text: `SELECT series_id, max(value) FROM prom_metric."${one.view}"
              WHERE time >= $1 AND time <= $2 GROUP BY series_id`,
@@ -338,6 +352,11 @@ async function readQueries(sql: Sql, day: number, spanMs: number): Promise<ReadQ
     dashboardFn: {
       text: `SELECT s.id, max(x.value) FROM _prom_catalog.series s
              CROSS JOIN LATERAL _prom_catalog.series_samples(s.id, $1, $2) x GROUP BY s.id`,
+      params: [dashLo, dashHi],
+    },
+    dashboardRemote: {
+      text: `SELECT s.id, x.* FROM _prom_catalog.series s CROSS JOIN LATERAL (
+               SELECT ${REMOTE_COLUMNS} FROM _prom_catalog.series_samples(s.id, $1, $2) p) x`,
       params: [dashLo, dashHi],
     },
     fullScan: { text: `SELECT count(*), sum(value) FROM _prom_data.all_samples`, params: [] },
@@ -445,14 +464,26 @@ async function build(load: Load, v12: boolean, compacted: boolean): Promise<Buil
 }
 
 /**
- * Median ms of each read in each database, JIT as configured and JIT off.
- * The databases take turns query by query (one run of a query in each,
- * then the next run), so a busy machine weighs on all of them alike.
+ * Median ms of each read in each database, JIT as configured and JIT off,
+ * and the backend's CPU ms per run (from /proc, JIT off). The databases take
+ * turns query by query (one run of a query in each, then the next run), so
+ * a busy machine weighs on all of them alike; the CPU time is what a busy
+ * machine changes least. A read whose first run takes under 20 ms runs 10
+ * times as often (the CPU clock ticks every 10 ms).
  */
-async function measure(dbs: Built[], repeat: number): Promise<Record<Jit, Reads[]>> {
+async function measure(
+  dbs: Built[],
+  repeat: number,
+): Promise<{ on: Reads[]; off: Reads[]; cpu: Reads[] }> {
   const conns = await Promise.all(dbs.map((b) => b.db.sql.reserve()));
   try {
-    const out = { on: dbs.map(() => ({}) as Reads), off: dbs.map(() => ({}) as Reads) };
+    const pids = await Promise.all(
+      conns.map(async (c) => (await c<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`)[0].pid),
+    );
+    const none = () => dbs.map(() => ({}) as Reads);
+    const out = { on: none(), off: none(), cpu: none() };
+    const set = (r: Reads, key: keyof Reads, v: number | null) =>
+      (r as unknown as Record<string, number | null>)[key] = v;
     for (const jit of ["on", "off"] as const) {
       for (const c of conns) {
         if (jit === "off") await c`SET jit = off`;
@@ -460,21 +491,27 @@ async function measure(dbs: Built[], repeat: number): Promise<Record<Jit, Reads[
       }
       for (const key of Object.keys(dbs[0].queries) as (keyof Reads)[]) {
         const times: number[][] = dbs.map(() => []);
-        const n = key === "fullScan" ? Math.max(1, Math.ceil(repeat / 2)) : repeat;
+        const cpu = dbs.map(() => 0);
+        let n = key === "fullScan" ? Math.max(1, Math.ceil(repeat / 2)) : repeat;
+        let scaled = false;
         // One run first: it warms the caches (the compressed table was just written).
         for (let i = -1; i < n; i++) {
           for (const [d, c] of conns.entries()) {
             const q = dbs[d].queries[key];
             if (!q) continue;
+            const c0 = cpuSeconds(pids[d]);
             const t0 = performance.now();
             await c.unsafe(q.text, q.params as never[]);
-            if (i >= 0) times[d].push(performance.now() - t0);
+            const ms = performance.now() - t0;
+            if (i >= 0) {
+              times[d].push(ms);
+              cpu[d] += cpuSeconds(pids[d]) - c0;
+            } else if (!scaled && ms < 20) [n, scaled] = [n * 10, true];
           }
         }
         for (const [d, r] of out[jit].entries()) {
-          (r as unknown as Record<string, number | null>)[key] = times[d].length
-            ? median(times[d])
-            : null;
+          set(r, key, times[d].length ? median(times[d]) : null);
+          if (jit === "off") set(out.cpu[d], key, times[d].length ? cpu[d] * 1000 / n : null);
         }
       }
     }
@@ -512,6 +549,7 @@ export async function runStorage(load: Load, repeat: number): Promise<StorageRes
       compressed: now.sizes.compressed,
       reads: pick(r.on),
       readsNoJit: pick(r.off),
+      cpuNoJit: pick(r.cpu),
       compactSeconds: now.compactSeconds,
       compactCpu: now.compactCpu,
       exact: dbs[1].exact && now.exact,
@@ -529,18 +567,20 @@ const f1 = (x: number) => x.toFixed(1);
 const READ_LABELS = [
   ["one series, one day, view", "seriesDayView"],
   ["one series, one day, series_samples()", "seriesDayFn"],
+  ["one series, one day, as remote read encodes it", "seriesDayRemote"],
   ["one metric, 6 h, view", "metricView"],
   ["one metric, 6 h, metric_samples()", "metricFn"],
   ["all series, 6 h, all_samples", "dashboardView"],
   ["all series, 6 h, series_samples()", "dashboardFn"],
+  ["all series, 6 h, as remote read encodes them", "dashboardRemote"],
   ["full scan", "fullScan"],
 ] as const;
 
 /** The reads table: ratios against the rows before version 12 (today). */
-function readTable(r: ReadsByForm, title: string): string[] {
+function readTable(r: ReadsByForm, title: string, what = "median ms"): string[] {
   const ms = (x: number | null) => x === null ? "—" : f1(x);
   return [
-    `| read (median ms), ${title} | rows, before v12 | compressed, before v12 | / rows | ` +
+    `| read (${what}), ${title} | rows, before v12 | compressed, before v12 | / rows | ` +
     "rows, v12 | compressed, v12 | / rows before v12 |",
     "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ...READ_LABELS.map(([label, key]) => {
@@ -578,6 +618,8 @@ export function storageReport(results: StorageResult[]): string {
       ...readTable(r.reads, "JIT as configured (on)"),
       "",
       ...readTable(r.readsNoJit, "JIT off"),
+      "",
+      ...readTable(r.cpuNoJit, "JIT off", "backend CPU ms, mean"),
       "",
       `Compaction: ${f2(r.compactSeconds)} s wall, ${
         Math.round(r.samples / r.compactSeconds).toLocaleString("en")
