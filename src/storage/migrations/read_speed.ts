@@ -50,8 +50,9 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
                     * interval '1 millisecond',
          CASE WHEN v_scale IS NULL THEN s.r
               ELSE coalesce(s.e, (v_base + sum(s.d) OVER w)::float8 / v_scale) END
-  FROM (SELECT unnest(v_delta) AS d, unnest(t_corr) AS tc, unnest(v_exc) AS e,
-          unnest(v_raw) AS r) s
+  -- (in the order the window uses them: then no Subquery Scan sits between)
+  FROM (SELECT unnest(t_corr) AS tc, unnest(v_raw) AS r, unnest(v_exc) AS e,
+          unnest(v_delta) AS d) s
   WINDOW w AS (ROWS UNBOUNDED PRECEDING)
 $$;
 
