@@ -6,20 +6,22 @@
  * - `_prom_catalog.decode_window(...)` decodes one window: an inlinable
  *   `LANGUAGE sql` function, so the planner sees its body in every query
  *   that uses it. The arrays are unnested in the select list (one
- *   `ProjectSet`, no tuplestore, as a function scan in `FROM` needs), in
- *   lockstep with `generate_series` over the window's step times (one
- *   addition per sample instead of a multiplication of an interval); a
- *   correction, an exception or a raw value is only looked at where its
- *   array is not NULL. The running sum of the deltas is a window
+ *   `ProjectSet`, no tuplestore, as a function scan in `FROM` needs); an
+ *   array that is NULL (no corrections, exceptions or raw values) gives
+ *   no rows and pads with NULLs. The running sum of the deltas and the
+ *   sample's position (`row_number()`, for its time) are one window
  *   aggregate without `ORDER BY`: its input is that `ProjectSet` over a
  *   subquery without `FROM`, so there is no join, sort or parallel plan
  *   that could reorder it; PostgreSQL documents that select-list
  *   set-returning functions give their first results together, then the
  *   second, and so on, and a `WindowAgg` without `ORDER BY` or
- *   `PARTITION BY` reads its input as it comes. (`WITH ORDINALITY` plus
- *   `ORDER BY` does not sort either, the planner knows an ordinality
- *   column is ordered, but it costs a function scan's tuplestore and a
- *   peer check per sample: about 1.35× the time, measured.)
+ *   `PARTITION BY` reads its input as it comes (checked by
+ *   tests/storage/compress_decode_test.ts: plan and values). Version 8's
+ *   `WITH ORDINALITY` plus `ORDER BY` did not sort either (the planner
+ *   knows an ordinality column is ordered), but cost a function scan's
+ *   tuplestore and the window's ordering. `generate_series` for the times
+ *   was cheaper per sample but counts 1,000 rows per window in the
+ *   planner's estimates, which pushed plans over the JIT threshold.
  * - `_prom_data.compressed_samples` (and so `_prom_data.all_samples` and
  *   every `prom_metric` view, which read it) decodes through it.
  * - `_prom_catalog.series_samples(id, lo, hi)` decodes the windows that lie
