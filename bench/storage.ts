@@ -21,18 +21,24 @@
  *   stamped 15 s apart (values as scraped: counters grow less per step
  *   than in 15 s, which only favours raw floats over deltas a little).
  *
- * For each: sizes (heap, TOAST, indexes) of the rows, then read times
- * through the views and through `_prom_catalog.series_samples`; then one
- * compaction pass (time, CPU of the compactor's process and of PostgreSQL);
- * then the same sizes and reads again, and a check that every sample reads
- * back bit for bit.
+ * Each load is written twice, into two fresh databases: one with the
+ * schema before the read-speed migration (`READ_SPEED_MIGRATION`, version
+ * 12; today's reads), one with version 12. In each: the sizes (heap,
+ * TOAST, indexes) of the rows and read times through the views,
+ * `_prom_catalog.series_samples` and (version 12) `prom_api.metric_samples`;
+ * then one compaction pass (time, CPU of the compactor's process and of
+ * PostgreSQL); the same sizes and reads again, and a check that every
+ * sample reads back bit for bit. Sizes and compaction are reported from
+ * the second database. `--loads synthetic` runs only the synthetic load.
  *
  * @module
  */
-import { freshDatabase } from "../tests/helpers/db.ts";
+import { type FreshDatabase, freshDatabase } from "../tests/helpers/db.ts";
 import { startNodeExporter } from "../tests/helpers/procs.ts";
 import type { Sql } from "../deps.ts";
 import { migrate } from "../src/storage/migrate.ts";
+import { MIGRATIONS } from "../src/storage/migrations/schema.ts";
+import { READ_SPEED_MIGRATION } from "../src/storage/migrations/read_speed.ts";
 import { copyIn } from "../src/storage/pg_patches.ts";
 import { encodeCopy } from "../src/storage/copy_format.ts";
 import type { WriteSeries } from "../src/ingest.ts";
@@ -59,17 +65,38 @@ interface Sizes {
   index: number;
 }
 
+/** Median ms of each read; null where the schema has no such function yet. */
 interface Reads {
-  /** One series, one day, through its prom_metric view (ms). */
+  /** One series, one day, through its prom_metric view. */
   seriesDayView: number;
   /** The same through series_samples (explicit bounds). */
   seriesDayFn: number;
-  /** Every series, 6 h, through _prom_data.all_samples (what the views read). */
+  /** The same, encoded as remote read and the PromQL API fetch it (int8send/float8send). */
+  seriesDayRemote: number;
+  /** One metric's series (node_cpu_seconds_total), 6 h, through its view. */
+  metricView: number;
+  /** The same through prom_api.metric_samples (version 12). */
+  metricFn: number | null;
+  /** Every series, 6 h, through _prom_data.all_samples (ad-hoc SQL over everything). */
   dashboardView: number;
   /** The same through series_samples per series. */
   dashboardFn: number;
-  /** count(*), sum(value) over every sample. */
+  /** The same, encoded per series as remote read and the PromQL API fetch it. */
+  dashboardRemote: number;
+  /** count(*), sum(value) over every sample (_prom_data.all_samples). */
   fullScan: number;
+}
+
+/** Read times of the four forms. */
+export interface ReadsByForm {
+  /** The rows, schema before version 12: today's reads, the baseline. */
+  rowsBefore: Reads;
+  /** The compressed windows, schema before version 12. */
+  compressedBefore: Reads;
+  /** The rows with version 12. */
+  rows: Reads;
+  /** The compressed windows with version 12. */
+  compressed: Reads;
 }
 
 export interface StorageResult {
@@ -78,8 +105,12 @@ export interface StorageResult {
   samples: number;
   rows: Sizes;
   compressed: Sizes;
-  readsRows: Reads;
-  readsCompressed: Reads;
+  /** Read times with JIT as the server has it (on, by default). */
+  reads: ReadsByForm;
+  /** Read times with `SET jit = off`. */
+  readsNoJit: ReadsByForm;
+  /** The backend's CPU ms per read, `SET jit = off`. */
+  cpuNoJit: ReadsByForm;
   compactSeconds: number;
   compactCpu: { connector: number; postgres: number };
   exact: boolean;
@@ -150,7 +181,7 @@ function labelsOfKey(key: string): Label[] {
   return labels.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
 }
 
-async function nodeExporterLoad(scrapes: number): Promise<Load> {
+export async function nodeExporterLoad(scrapes: number): Promise<Load> {
   const ne = await startNodeExporter({
     collectors: [
       "cpu",
@@ -265,59 +296,76 @@ async function sizes(sql: Sql): Promise<{ rows: Sizes; compressed: Sizes }> {
   return { rows: n(r), compressed: n(c) };
 }
 
-async function timed(sql: Sql, text: string, params: unknown[], repeat: number): Promise<number> {
-  const ms: number[] = [];
-  for (let i = 0; i < repeat; i++) {
-    const t0 = performance.now();
-    await sql.unsafe(text, params as never[]);
-    ms.push(performance.now() - t0);
-  }
-  return median(ms);
-}
+/** A series' samples as src/remote_read/querier.ts aggregates them. */
+const REMOTE_COLUMNS = `count(*) AS n,
+  string_agg(int8send(floor(extract(epoch FROM p.time) * 1000)::int8), ''::bytea ORDER BY p.time)
+    AS ts,
+  string_agg(float8send(p.value), ''::bytea ORDER BY p.time) AS vs`;
 
-async function reads(sql: Sql, day: number, repeat: number): Promise<Reads> {
+/** The read queries: their text and parameters, or null where the schema lacks them. */
+type ReadQueries = Record<keyof Reads, { text: string; params: unknown[] } | null>;
+
+/**
+ * The read queries of a database. The 6-hour range is the middle 6 hours
+ * of the load's span (09:00 to 15:00 of a full day: not aligned on the
+ * 2-hour windows, as a dashboard's range is not; the whole span when it is
+ * 6 hours).
+ */
+async function readQueries(sql: Sql, day: number, spanMs: number): Promise<ReadQueries> {
   const [one] = await sql<{ id: string; view: string }[]>`
     SELECT s.id::text AS id, m.view_name AS view FROM _prom_catalog.series s
     JOIN _prom_catalog.metric m USING (metric_name)
     WHERE s.metric_name = 'node_cpu_seconds_total' ORDER BY s.id LIMIT 1`;
+  const [{ v12 }] = await sql<{ v12: boolean }[]>`
+    SELECT to_regprocedure('prom_api.metric_samples(text, timestamptz, timestamptz)') IS NOT NULL
+      AS v12`;
   const lo = new Date(day).toISOString();
   const hi = new Date(day + DAY_MS - 1).toISOString();
-  const dashLo = new Date(day + 6 * 3_600_000).toISOString();
-  const dashHi = new Date(day + 12 * 3_600_000 - 1).toISOString();
+  const dashStart = day + Math.max(0, Math.floor(spanMs / 2) - 3 * 3_600_000);
+  const dashLo = new Date(dashStart).toISOString();
+  const dashHi = new Date(dashStart + 6 * 3_600_000 - 1).toISOString();
   return {
-    seriesDayView: await timed(
-      sql,
-      `SELECT count(*), sum(value) FROM prom_metric."${one.view}"
-       WHERE series_id = $1 AND time >= $2 AND time <= $3`,
-      [one.id, lo, hi],
-      repeat,
-    ),
-    seriesDayFn: await timed(
-      sql,
-      `SELECT count(*), sum(value) FROM _prom_catalog.series_samples($1, $2, $3)`,
-      [one.id, lo, hi],
-      repeat,
-    ),
-    dashboardView: await timed(
-      sql,
-      `SELECT series_id, max(value) FROM _prom_data.all_samples
-       WHERE time >= $1 AND time <= $2 GROUP BY series_id`,
-      [dashLo, dashHi],
-      repeat,
-    ),
-    dashboardFn: await timed(
-      sql,
-      `SELECT s.id, max(x.value) FROM _prom_catalog.series s
-       CROSS JOIN LATERAL _prom_catalog.series_samples(s.id, $1, $2) x GROUP BY s.id`,
-      [dashLo, dashHi],
-      repeat,
-    ),
-    fullScan: await timed(
-      sql,
-      `SELECT count(*), sum(value) FROM _prom_data.all_samples`,
-      [],
-      Math.max(1, Math.ceil(repeat / 2)),
-    ),
+    seriesDayView: {
+      text: `SELECT count(*), sum(value) FROM prom_metric."${one.view}"
+             WHERE series_id = $1 AND time >= $2 AND time <= $3`,
+      params: [one.id, lo, hi],
+    },
+    seriesDayFn: {
+      text: `SELECT count(*), sum(value) FROM _prom_catalog.series_samples($1, $2, $3)`,
+      params: [one.id, lo, hi],
+    },
+    seriesDayRemote: {
+      text: `SELECT ${REMOTE_COLUMNS} FROM _prom_catalog.series_samples($1, $2, $3) p`,
+      params: [one.id, lo, hi],
+    },
+    metricView: {
+      text: `SELECT series_id, max(value) FROM prom_metric."${one.view}"
+             WHERE time >= $1 AND time <= $2 GROUP BY series_id`,
+      params: [dashLo, dashHi],
+    },
+    metricFn: v12
+      ? {
+        text: `SELECT series_id, max(value)
+               FROM prom_api.metric_samples('node_cpu_seconds_total', $1, $2) GROUP BY series_id`,
+        params: [dashLo, dashHi],
+      }
+      : null,
+    dashboardView: {
+      text: `SELECT series_id, max(value) FROM _prom_data.all_samples
+             WHERE time >= $1 AND time <= $2 GROUP BY series_id`,
+      params: [dashLo, dashHi],
+    },
+    dashboardFn: {
+      text: `SELECT s.id, max(x.value) FROM _prom_catalog.series s
+             CROSS JOIN LATERAL _prom_catalog.series_samples(s.id, $1, $2) x GROUP BY s.id`,
+      params: [dashLo, dashHi],
+    },
+    dashboardRemote: {
+      text: `SELECT s.id, x.* FROM _prom_catalog.series s CROSS JOIN LATERAL (
+               SELECT ${REMOTE_COLUMNS} FROM _prom_catalog.series_samples(s.id, $1, $2) p) x`,
+      params: [dashLo, dashHi],
+    },
+    fullScan: { text: `SELECT count(*), sum(value) FROM _prom_data.all_samples`, params: [] },
   };
 }
 
@@ -444,43 +492,206 @@ export function compactionReport(results: CompactionResult[]): string {
   return lines.join("\n");
 }
 
-export async function runStorage(load: Load, repeat: number): Promise<StorageResult> {
+/** Applies the migrations before `version` (as `migrate` would, without the lock). */
+async function migrateBefore(sql: Sql, version: number): Promise<void> {
+  await sql`SET client_min_messages TO warning`;
+  await sql`CREATE SCHEMA IF NOT EXISTS _prom_catalog`;
+  await sql`CREATE TABLE IF NOT EXISTS _prom_catalog.migrations (
+    version int PRIMARY KEY, description text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now())`;
+  for (const m of MIGRATIONS.filter((m) => m.version < version)) {
+    await sql.begin(async (tx) => {
+      await tx.unsafe(typeof m.sql === "string" ? m.sql : m.sql({ timescaledb: false }));
+      await tx`INSERT INTO _prom_catalog.migrations VALUES (${m.version}, ${m.description})`;
+    });
+  }
+}
+
+/** A database holding a load, in one of the four forms the reads compare. */
+interface Built {
+  db: FreshDatabase;
+  queries: ReadQueries;
+  samples: number;
+  sizes: { rows: Sizes; compressed: Sizes };
+  compactSeconds: number;
+  compactCpu: { connector: number; postgres: number };
+  exact: boolean;
+  scaledWindows: number;
+  rawWindows: number;
+}
+
+/**
+ * Writes `load` into a fresh database with version 12 or the schema
+ * before it, and compacts it when `compacted`.
+ */
+async function build(load: Load, v12: boolean, compacted: boolean): Promise<Built> {
   const db = await freshDatabase("bench_storage");
   try {
-    await migrate(db.sql);
+    if (v12) await migrate(db.sql);
+    else await migrateBefore(db.sql, READ_SPEED_MIGRATION.version);
     const day = loadDay();
     const { samples } = await write(db.sql, load, day);
     const before = await sizes(db.sql);
-    const readsRows = await reads(db.sql, day, repeat);
+    const built: Built = {
+      db,
+      queries: await readQueries(db.sql, day, load.slots * STEP_MS),
+      samples,
+      sizes: before,
+      compactSeconds: 0,
+      compactCpu: { connector: 0, postgres: 0 },
+      exact: true,
+      scaledWindows: 0,
+      rawWindows: 0,
+    };
+    if (!compacted) return built;
     const d0 = await digest(db.sql);
-    const { compactSeconds, compactCpu } = await measureCompaction(db.sql, samples, false);
-    const after = await sizes(db.sql);
-    const readsCompressed = await reads(db.sql, day, repeat);
-    const d1 = await digest(db.sql);
+    const m = await measureCompaction(db.sql, samples, false);
+    built.compactSeconds = m.compactSeconds;
+    built.compactCpu = m.compactCpu;
+    built.sizes = { rows: before.rows, compressed: (await sizes(db.sql)).compressed };
+    built.exact = d0 === await digest(db.sql);
     const [k] = await db.sql<{ scaled: number; raw: number }[]>`
       SELECT count(*) FILTER (WHERE v_scale IS NOT NULL)::int AS scaled,
              count(*) FILTER (WHERE v_scale IS NULL)::int AS raw FROM _prom_data.compressed`;
+    built.scaledWindows = k.scaled;
+    built.rawWindows = k.raw;
+    return built;
+  } catch (err) {
+    await db.drop();
+    throw err;
+  }
+}
+
+/**
+ * Median ms of each read in each database, JIT as configured and JIT off,
+ * and the backend's CPU ms per run (from /proc, JIT off). The databases take
+ * turns query by query (one run of a query in each, then the next run), so
+ * a busy machine weighs on all of them alike; the CPU time is what a busy
+ * machine changes least. A read whose first run takes under 20 ms runs 10
+ * times as often (the CPU clock ticks every 10 ms).
+ */
+async function measure(
+  dbs: Built[],
+  repeat: number,
+): Promise<{ on: Reads[]; off: Reads[]; cpu: Reads[] }> {
+  const conns = await Promise.all(dbs.map((b) => b.db.sql.reserve()));
+  try {
+    const pids = await Promise.all(
+      conns.map(async (c) => (await c<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`)[0].pid),
+    );
+    const none = () => dbs.map(() => ({}) as Reads);
+    const out = { on: none(), off: none(), cpu: none() };
+    const set = (r: Reads, key: keyof Reads, v: number | null) =>
+      (r as unknown as Record<string, number | null>)[key] = v;
+    for (const jit of ["on", "off"] as const) {
+      for (const c of conns) {
+        if (jit === "off") await c`SET jit = off`;
+        else await c`RESET jit`;
+      }
+      for (const key of Object.keys(dbs[0].queries) as (keyof Reads)[]) {
+        const times: number[][] = dbs.map(() => []);
+        const cpu = dbs.map(() => 0);
+        let n = key === "fullScan" ? Math.max(1, Math.ceil(repeat / 2)) : repeat;
+        let scaled = false;
+        // One run first: it warms the caches (the compressed table was just written).
+        for (let i = -1; i < n; i++) {
+          for (const [d, c] of conns.entries()) {
+            const q = dbs[d].queries[key];
+            if (!q) continue;
+            const c0 = cpuSeconds(pids[d]);
+            const t0 = performance.now();
+            await c.unsafe(q.text, q.params as never[]);
+            const ms = performance.now() - t0;
+            if (i >= 0) {
+              times[d].push(ms);
+              cpu[d] += cpuSeconds(pids[d]) - c0;
+            } else if (!scaled && ms < 20) [n, scaled] = [n * 10, true];
+          }
+        }
+        for (const [d, r] of out[jit].entries()) {
+          set(r, key, times[d].length ? median(times[d]) : null);
+          if (jit === "off") set(out.cpu[d], key, times[d].length ? cpu[d] * 1000 / n : null);
+        }
+      }
+    }
+    return out;
+  } finally {
+    for (const c of conns) c.release();
+  }
+}
+
+/**
+ * The same load four times, each in its own database: rows and compressed
+ * windows, with the schema before version 12 (today's reads) and with
+ * version 12; then the reads, taking turns.
+ */
+export async function runStorage(load: Load, repeat: number): Promise<StorageResult> {
+  const dbs: Built[] = [];
+  try {
+    dbs.push(await build(load, false, false));
+    dbs.push(await build(load, false, true));
+    dbs.push(await build(load, true, false));
+    dbs.push(await build(load, true, true));
+    const r = await measure(dbs, repeat);
+    const now = dbs[3];
+    const pick = (x: Reads[]): ReadsByForm => ({
+      rowsBefore: x[0],
+      compressedBefore: x[1],
+      rows: x[2],
+      compressed: x[3],
+    });
     return {
       load: load.name,
       series: load.labels.length,
-      samples,
-      rows: before.rows,
-      compressed: after.compressed,
-      readsRows,
-      readsCompressed,
-      compactSeconds,
-      compactCpu,
-      exact: d0 === d1,
-      scaledWindows: k.scaled,
-      rawWindows: k.raw,
+      samples: now.samples,
+      rows: now.sizes.rows,
+      compressed: now.sizes.compressed,
+      reads: pick(r.on),
+      readsNoJit: pick(r.off),
+      cpuNoJit: pick(r.cpu),
+      compactSeconds: now.compactSeconds,
+      compactCpu: now.compactCpu,
+      exact: dbs[1].exact && now.exact,
+      scaledWindows: now.scaledWindows,
+      rawWindows: now.rawWindows,
     };
   } finally {
-    await db.drop();
+    for (const b of dbs) await b.db.drop();
   }
 }
 
 const f2 = (x: number) => x.toFixed(2);
 const f1 = (x: number) => x.toFixed(1);
+
+const READ_LABELS = [
+  ["one series, one day, view", "seriesDayView"],
+  ["one series, one day, series_samples()", "seriesDayFn"],
+  ["one series, one day, as remote read encodes it", "seriesDayRemote"],
+  ["one metric, 6 h, view", "metricView"],
+  ["one metric, 6 h, metric_samples()", "metricFn"],
+  ["all series, 6 h, all_samples", "dashboardView"],
+  ["all series, 6 h, series_samples()", "dashboardFn"],
+  ["all series, 6 h, as remote read encodes them", "dashboardRemote"],
+  ["full scan", "fullScan"],
+] as const;
+
+/** The reads table: ratios against the rows before version 12 (today). */
+function readTable(r: ReadsByForm, title: string, what = "median ms"): string[] {
+  const ms = (x: number | null) => x === null ? "—" : f1(x);
+  return [
+    `| read (${what}), ${title} | rows, before v12 | compressed, before v12 | / rows | ` +
+    "rows, v12 | compressed, v12 | / rows before v12 |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ...READ_LABELS.map(([label, key]) => {
+      // metric_samples() is new in v12: compared with the view's rows before.
+      const base = r.rowsBefore[key] ?? r.rowsBefore.metricView;
+      const ratio = (x: number | null) => x === null ? "—" : f2(x / base);
+      const [c0, c1] = [r.compressedBefore[key], r.compressed[key]];
+      return `| ${label} | ${f1(base)} | ${ms(c0)} | ${ratio(c0)} | ${ms(r.rows[key])} | ` +
+        `${ms(c1)} | ${ratio(c1)} |`;
+    }),
+  ];
+}
 
 /** The Markdown report of `results`. */
 export function storageReport(results: StorageResult[]): string {
@@ -503,18 +714,11 @@ export function storageReport(results: StorageResult[]): string {
       ),
       `| ratio | | | | ${f1(per(r.rows) / per(r.compressed))}× smaller |`,
       "",
-      "| read (median ms) | rows | compressed | compressed / rows |",
-      "| --- | ---: | ---: | ---: |",
-      ...([
-        ["one series, one day, view", "seriesDayView"],
-        ["one series, one day, series_samples()", "seriesDayFn"],
-        ["all series, 6 h, all_samples (views)", "dashboardView"],
-        ["all series, 6 h, series_samples()", "dashboardFn"],
-        ["full scan", "fullScan"],
-      ] as const).map(([label, key]) =>
-        `| ${label} | ${f1(r.readsRows[key])} | ${f1(r.readsCompressed[key])} | ` +
-        `${f2(r.readsCompressed[key] / r.readsRows[key])} |`
-      ),
+      ...readTable(r.reads, "JIT as configured (on)"),
+      "",
+      ...readTable(r.readsNoJit, "JIT off"),
+      "",
+      ...readTable(r.cpuNoJit, "JIT off", "backend CPU ms, mean"),
       "",
       `Compaction: ${f2(r.compactSeconds)} s wall, ${
         Math.round(r.samples / r.compactSeconds).toLocaleString("en")

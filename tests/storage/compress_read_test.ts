@@ -1,8 +1,9 @@
 /**
- * Both forms read the same: the views, `series_samples()` and remote
- * read's SQL return exactly the same samples, bit for bit, before and
- * after compaction, over ranges that cross the boundary between
- * compressed days and today's rows.
+ * Both forms read the same: the views, `series_samples()`,
+ * `prom_api.metric_samples()` and remote read's SQL return exactly the
+ * same samples, bit for bit, before and after compaction, over ranges that
+ * cross the boundary between compressed days and today's rows, cut
+ * windows or match a window's first and last sample exactly.
  */
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { freshDatabase } from "../helpers/db.ts";
@@ -14,6 +15,7 @@ import {
   compact,
   forms,
   readView,
+  type Sample,
   setup,
   store,
   type TestSeries,
@@ -66,7 +68,18 @@ async function fnRead(sql: Sql, lo: number, hi: number): Promise<string[]> {
   return rows.map((r) => r.r);
 }
 
-Deno.test("views, series_samples() and remote read return the same samples before and after compaction", async () => {
+/** metric_samples() of read_metric in [lo, hi], as readView() gives rows. */
+async function metricRead(sql: Sql, lo: number, hi: number): Promise<Sample[]> {
+  const rows = await sql<{ l: string; t: string; v: string }[]>`
+    SELECT labels::text AS l, floor(extract(epoch FROM time) * 1000)::int8::text AS t,
+      encode(float8send(value), 'hex') AS v
+    FROM prom_api.metric_samples('read_metric', ${new Date(lo).toISOString()},
+      ${new Date(hi).toISOString()})
+    ORDER BY series_id, time`;
+  return rows.map((r): Sample => [r.l, r.t, r.v]);
+}
+
+Deno.test("views, series_samples(), metric_samples() and remote read return the same samples before and after compaction", async () => {
   const db = await freshDatabase("compress_read");
   try {
     await setup(db.sql);
@@ -76,6 +89,9 @@ Deno.test("views, series_samples() and remote read return the same samples befor
       [START + DAY - 3_600_000, START + 2 * DAY + 3_600_000], // across both boundaries
       [START + 10 * 60_000 + 500, START + 10 * 60_000 + 1500], // one sample, inside a day
       [START + DAY / 2 + 30_000, START + DAY / 2 + 30_000], // an instant with no sample
+      // Series 0's window 02:00-04:00, first to last sample (the other series' cut).
+      [START + 7_200_000, START + 14_400_000 - 60_000],
+      [START + 7_200_000 + 1, START + 5 * 7_200_000 - 1], // cutting windows at both ends
     ];
     const queries: ReadQuery[] = ranges.flatMap(([lo, hi]) => [
       { startMs: lo, endMs: hi, matchers: [{ type: "=", name: "__name__", value: "read_metric" }] },
@@ -95,12 +111,15 @@ Deno.test("views, series_samples() and remote read return the same samples befor
       view: await readView(db.sql, "read_metric"),
       ranged: await Promise.all(wheres.map((w) => readView(db.sql, "read_metric", w))),
       fn: await Promise.all(ranges.map(([lo, hi]) => fnRead(db.sql, lo, hi))),
+      metric: await Promise.all(ranges.map(([lo, hi]) => metricRead(db.sql, lo, hi))),
       remote: await Promise.all(queries.map((q) => remote(db.sql, q))),
     });
     const before = await snapshot();
     assert(before.view.length > 4000);
     assertEquals(before.ranged[2].length, 1);
     assertEquals(before.ranged[3].length, 0);
+    // metric_samples() is the view with the range.
+    before.metric.forEach((r, i) => assertSameRows(r, before.ranged[i], `metric_samples(), ${i}`));
 
     const res = await compact(db.sql);
     assertEquals(res.windows, 96, "two sealed days × 12 windows × four series");
@@ -110,6 +129,9 @@ Deno.test("views, series_samples() and remote read return the same samples befor
     assertSameRows(after.view, before.view, "view");
     before.ranged.forEach((r, i) => assertSameRows(after.ranged[i], r, `view, range ${i}`));
     before.fn.forEach((r, i) => assertSameRows(after.fn[i], r, `series_samples(), range ${i}`));
+    before.metric.forEach((r, i) =>
+      assertSameRows(after.metric[i], r, `metric_samples(), range ${i}`)
+    );
     before.remote.forEach((r, i) => assertSameRows(after.remote[i], r, `remote read, query ${i}`));
   } finally {
     await db.drop();

@@ -23,6 +23,7 @@ import { COMPRESSED_MIGRATION } from "./compressed.ts";
 import { DATA_MODEL_RETENTION_MIGRATION } from "./data_model_retention.ts";
 import { VIEWS_PER_SERIES_MIGRATION } from "./views_per_series.ts";
 import { COMPRESS_PROGRESS_MIGRATION } from "./compress_progress.ts";
+import { READ_SPEED_MIGRATION } from "./read_speed.ts";
 import { HA_COMPRESSED_MIGRATION } from "./ha_compressed.ts";
 
 /** A migration: its version, a description, and the SQL to run. */
@@ -984,6 +985,7 @@ MIGRATIONS.push(COMPRESSED_MIGRATION); // version 8, src/storage/migrations/comp
 MIGRATIONS.push(DATA_MODEL_RETENTION_MIGRATION); // version 9, data_model_retention.ts
 MIGRATIONS.push(VIEWS_PER_SERIES_MIGRATION); // version 10, views_per_series.ts
 MIGRATIONS.push(COMPRESS_PROGRESS_MIGRATION); // version 11, compress_progress.ts
+MIGRATIONS.push(READ_SPEED_MIGRATION); // version 12, read_speed.ts
 MIGRATIONS.push(HA_COMPRESSED_MIGRATION); // version 15, ha_compressed.ts
 
 /** The schema version this build brings the database to. */
