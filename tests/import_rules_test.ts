@@ -51,6 +51,7 @@ const COMPOSITION = new Set(["app.ts", "server.ts", "health.ts", "auth.ts"]);
 const PUBLISHED = new Set([
   "storage/db.ts",
   "storage/locks.ts",
+  "storage/windows.ts",
   "remote_read/querier.ts",
   "remote_read/matchers.ts",
   "remote_read/regex.ts",

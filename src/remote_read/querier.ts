@@ -28,6 +28,13 @@ import type { Gate } from "../storage/db.ts";
 import type { ReadQuery } from "./decode.ts";
 import { int64sFromBE, type ResultExemplar, type ResultSeries } from "./encode.ts";
 import { matchersToSql } from "./matchers.ts";
+import {
+  decodeWindows,
+  mergeSamples,
+  NotDecodable,
+  windowBytesSql,
+  windowsInRangeSql,
+} from "../storage/windows.ts";
 
 // What PromQL's own fetch SQL (src/promql/fetch_sql.ts, which reads the
 // same rows) shares with this querier: this module is the stage's published one.
@@ -77,6 +84,7 @@ export async function runQueries(
     const from: string[] = [];
     const to: string[] = [];
     const returned: ResultSeries[] = [];
+    const idOf = new Map<ResultSeries, string>();
     let samples = 0;
     for (const q of queries) {
       const series: ResultSeries[] = [];
@@ -86,64 +94,75 @@ export async function runQueries(
         ? q.matchers
         : q.matchers.filter((m) => m.name !== o.replicaLabel);
       const cond = matchersToSql(matchers, 4);
-      // A series with native histograms: its histograms (those whose
-      // presence row is stored, histograms.ts), and not those presence rows
-      // as float samples.
-      const text = `
-        SELECT ser.id::text AS id, ser.labels::text AS labels, x.n::int AS n, x.ts, x.vs, y.n::int AS hn, y.hb
-        FROM (SELECT s.id, s.labels,
-                EXISTS (SELECT 1 FROM _prom_data.histogram_samples h WHERE h.series_id = s.id)
-                  AS has_h
-              FROM _prom_catalog.series s WHERE ${cond.text}) ser
-        CROSS JOIN LATERAL (
-          SELECT count(*) AS n,
-            string_agg(int8send(floor(extract(epoch FROM d.time) * 1000)::int8), ''::bytea
-                       ORDER BY d.time) AS ts,
-            string_agg(float8send(d.value), ''::bytea ORDER BY d.time) AS vs
-          FROM (SELECT p.time, p.value
-                FROM _prom_catalog.series_samples(ser.id, $1::timestamptz, $2::timestamptz) p
-                WHERE NOT ser.has_h OR NOT EXISTS (
-                  SELECT 1 FROM _prom_data.histogram_samples h
-                  WHERE h.series_id = ser.id AND h.time = p.time)
-                ORDER BY p.time LIMIT $3::int8) d
-        ) x
-        CROSS JOIN LATERAL (
-          SELECT count(*) AS n, string_agg(int4send(octet_length(z.b)) || z.b, ''::bytea
-                                           ORDER BY z.t) AS hb
-          FROM (SELECT h.time AS t, ${HISTOGRAM_BYTES_SQL} AS b
-                FROM _prom_data.histogram_samples h
-                JOIN _prom_data.samples p ON p.series_id = h.series_id AND p.time = h.time
-                WHERE ser.has_h AND h.series_id = ser.id AND h.time >= $1::timestamptz
-                  AND h.time <= $2::timestamptz
-                ORDER BY h.time LIMIT $3::int8) z
-        ) y
-        WHERE x.n > 0 OR y.n > 0`;
       const cap = o.maxSamples - samples + 1;
       const params = [isoTime(q.startMs), isoTime(q.endMs), String(cap), ...cond.params];
+      // Series whose windows the decoder does not take (NotDecodable): read
+      // again through series_samples once the cursor is done, in their place.
+      const again: { id: string; at: number }[] = [];
+      const add = (row: Row, ts: ArrayLike<number>, vs: Uint8Array, n: number) => {
+        samples += n + row.hn;
+        if (samples > o.maxSamples) {
+          throw new HttpError(
+            413,
+            `Read request selects more than ${o.maxSamples} samples, the limit per request: ` +
+              `narrow the matchers or the time range`,
+          );
+        }
+        const rs: ResultSeries = {
+          labels: sortedLabels(row.labels),
+          timestamps: ts,
+          valuesBE: vs,
+          histograms: row.hn ? histogramsFromBytes(row.hb!) : undefined,
+        };
+        idOf.set(rs, row.id);
+        return rs;
+      };
+      const text = statement(cond.text, true);
       const cursor = o.sql.unsafe<Row[]>(text, params as never[]).cursor(CURSOR_ROWS);
       for await (const rows of cursor) {
         for (const row of rows) {
-          samples += row.n + row.hn;
-          if (samples > o.maxSamples) {
-            throw new HttpError(
-              413,
-              `Read request selects more than ${o.maxSamples} samples, the limit per request: ` +
-                `narrow the matchers or the time range`,
-            );
+          let ts: ArrayLike<number> = int64sFromBE(row.ts ?? new Uint8Array(0));
+          let vs = row.vs ?? new Uint8Array(0);
+          if (row.wb) {
+            try {
+              ({ timestamps: ts, valuesBE: vs } = mergeSamples(
+                ts,
+                vs,
+                decodeWindows(row.wb, q.startMs, q.endMs),
+              ));
+            } catch (err) {
+              if (!(err instanceof NotDecodable)) throw err;
+              again.push({ id: row.id, at: series.length });
+              series.push(undefined as unknown as ResultSeries);
+              continue;
+            }
+            if (ts.length === 0 && row.hn === 0) continue;
           }
-          const rs: ResultSeries = {
-            labels: sortedLabels(row.labels),
-            timestamps: int64sFromBE(row.ts ?? new Uint8Array(0)),
-            valuesBE: row.vs ?? new Uint8Array(0),
-            histograms: row.hn ? histogramsFromBytes(row.hb!) : undefined,
-          };
-          series.push(rs);
-          if (o.exemplars) {
-            ids.push(row.id);
-            from.push(isoTime(q.startMs));
-            to.push(isoTime(q.endMs));
-            returned.push(rs);
-          }
+          series.push(add(row, ts, vs, ts.length));
+        }
+      }
+      if (again.length) {
+        const one = statement(`${cond.text} AND s.id = $${params.length + 1}::int8`, false);
+        for (const a of again) {
+          const [row] = await o.sql.unsafe<Row[]>(one, [...params, a.id] as never[]);
+          series[a.at] = row
+            ? add(
+              row,
+              int64sFromBE(row.ts ?? new Uint8Array(0)),
+              row.vs ?? new Uint8Array(0),
+              row.n,
+            )
+            : undefined as unknown as ResultSeries;
+        }
+        const kept = series.filter((s) => s !== undefined);
+        series.splice(0, series.length, ...kept);
+      }
+      if (o.exemplars) {
+        for (const rs of series) {
+          ids.push(idOf.get(rs)!);
+          from.push(isoTime(q.startMs));
+          to.push(isoTime(q.endMs));
+          returned.push(rs);
         }
       }
     }
@@ -155,6 +174,71 @@ export async function runQueries(
   } catch (err) {
     throw mapDbError(err, "Cannot run read query", "Database unavailable");
   }
+}
+
+/**
+ * The statement of one query: `$1`, `$2` the time range, `$3` the most
+ * samples per series, `$4`... the matchers' parameters (`cond`). With
+ * `windows`, a series without native histograms gets its rows in `ts`/`vs`
+ * (copies of compressed samples hidden, as series_samples does) and its
+ * compressed windows overlapping the range in `wb`, as they are stored
+ * (`windowBytesSql`), to be decoded and merged here; without, or for a
+ * series with native histograms, `ts`/`vs` are all its samples, through
+ * `_prom_catalog.series_samples`.
+ */
+function statement(cond: string, windows: boolean): string {
+  // A series with native histograms: its histograms (those whose presence
+  // row is stored, histograms.ts), and not those presence rows as float
+  // samples.
+  const viaSql = `
+    SELECT p.time, p.value
+    FROM _prom_catalog.series_samples(ser.id, $1::timestamptz, $2::timestamptz) p
+    WHERE ${windows ? "ser.has_h AND " : ""}(NOT ser.has_h OR NOT EXISTS (
+      SELECT 1 FROM _prom_data.histogram_samples h
+      WHERE h.series_id = ser.id AND h.time = p.time))`;
+  const rows = `
+    SELECT r.time, r.value FROM _prom_data.samples r
+    WHERE NOT ser.has_h AND r.series_id = ser.id AND r.time >= $1::timestamptz
+      AND r.time <= $2::timestamptz
+      AND (r.time >= (SELECT horizon FROM _prom_catalog.compress_state)
+           OR NOT _prom_catalog.compressed_has(r.series_id, r.time))`;
+  return `
+    SELECT ser.id::text AS id, ser.labels::text AS labels, x.n::int AS n, x.ts, x.vs,
+      ${windows ? "w.wb" : "NULL::bytea AS wb"}, y.n::int AS hn, y.hb
+    FROM (SELECT s.id, s.labels,
+            EXISTS (SELECT 1 FROM _prom_data.histogram_samples h WHERE h.series_id = s.id)
+              AS has_h
+          FROM _prom_catalog.series s WHERE ${cond}) ser
+    CROSS JOIN LATERAL (
+      SELECT count(*) AS n,
+        string_agg(int8send(floor(extract(epoch FROM d.time) * 1000)::int8), ''::bytea
+                   ORDER BY d.time) AS ts,
+        string_agg(float8send(d.value), ''::bytea ORDER BY d.time) AS vs
+      FROM (${windows ? `${viaSql} UNION ALL ${rows}` : viaSql}
+            ORDER BY 1 LIMIT $3::int8) d
+    ) x
+    ${
+    windows
+      ? `CROSS JOIN LATERAL (
+      SELECT string_agg(${windowBytesSql("c")}, ''::bytea ORDER BY c.window_start) AS wb
+      FROM _prom_data.compressed c
+      WHERE NOT ser.has_h AND ${
+        windowsInRangeSql("c", "ser.id", "$1::timestamptz", "$2::timestamptz")
+      }
+    ) w`
+      : ""
+  }
+    CROSS JOIN LATERAL (
+      SELECT count(*) AS n, string_agg(int4send(octet_length(z.b)) || z.b, ''::bytea
+                                       ORDER BY z.t) AS hb
+      FROM (SELECT h.time AS t, ${HISTOGRAM_BYTES_SQL} AS b
+            FROM _prom_data.histogram_samples h
+            JOIN _prom_data.samples p ON p.series_id = h.series_id AND p.time = h.time
+            WHERE ser.has_h AND h.series_id = ser.id AND h.time >= $1::timestamptz
+              AND h.time <= $2::timestamptz
+            ORDER BY h.time LIMIT $3::int8) z
+    ) y
+    WHERE x.n > 0 OR y.n > 0${windows ? " OR w.wb IS NOT NULL" : ""}`;
 }
 
 /**
@@ -194,6 +278,7 @@ interface Row {
   n: number;
   ts: Uint8Array | null;
   vs: Uint8Array | null;
+  wb: Uint8Array | null;
   hn: number;
   hb: Uint8Array | null;
 }

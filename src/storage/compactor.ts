@@ -41,6 +41,10 @@ import type { Logger } from "../telemetry/log.ts";
 import { PARTITION_LOCK_KEY } from "./migrations/schema.ts";
 import { COMPRESS_WINDOW } from "./migrations/compressed.ts";
 import { copyIn, copyOut } from "./pg_patches.ts";
+import { encodeWindow } from "./windows.ts";
+
+// The window format's encoder lives with its decoder (windows.ts).
+export { type EncodedWindow, encodeWindow } from "./windows.ts";
 
 /** Advisory lock key held during a compaction pass (shared by all connectors). */
 export const COMPACTOR_LOCK_KEY = 0x636f6d70; // "comp"
@@ -124,107 +128,6 @@ export interface CompactResult {
   /** Compressed windows written (new or merged). */
   windows: number;
   droppedPartitions: string[];
-}
-
-/** One window's encoding, as parameters of the INSERT. */
-export interface EncodedWindow {
-  n: number;
-  minMs: number;
-  maxMs: number;
-  stepMs: number;
-  /** Per-sample correction to the step grid, or null when all are 0. */
-  tCorr: number[] | null;
-  /** Scale of the integer encoding, or null for raw values. */
-  scale: number | null;
-  base: number;
-  deltas: number[] | null;
-  /** 1-based positions whose value is kept as a float8 (scaled windows). */
-  exceptions: number[];
-}
-
-const SCALES = [1, 2, 4, 8, 10, 16, 32, 64, 100, 128, 256, 1000, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
-const INT32_MIN = -2147483648;
-const INT32_MAX = 2147483647;
-
-/**
- * Encodes one window: `times` in ms, strictly increasing; `values` the
- * exact doubles. Pure; the SQL decoder in compressed.ts is its inverse.
- */
-export function encodeWindow(times: ArrayLike<number>, values: Float64Array): EncodedWindow {
-  const n = times.length;
-  const minMs = times[0];
-  const maxMs = times[n - 1];
-  // The step: the most common spacing (scrapes are regular; gaps and jitter
-  // go into the corrections, which compress when they repeat).
-  let stepMs = 0;
-  if (n > 1) {
-    const counts = new Map<number, number>();
-    let best = 0;
-    for (let i = 1; i < n; i++) {
-      const d = times[i] - times[i - 1];
-      const c = (counts.get(d) ?? 0) + 1;
-      counts.set(d, c);
-      if (c > best || (c === best && d < stepMs)) [best, stepMs] = [c, d];
-    }
-    if (stepMs > INT32_MAX) stepMs = 0;
-  }
-  let tCorr: number[] | null = null;
-  for (let i = 0; i < n; i++) {
-    const c = times[i] - minMs - i * stepMs;
-    if (c !== 0 && tCorr === null) tCorr = new Array(n).fill(0);
-    if (tCorr) tCorr[i] = c;
-  }
-  const raw = {
-    n,
-    minMs,
-    maxMs,
-    stepMs,
-    tCorr,
-    scale: null,
-    base: 0,
-    deltas: null,
-    exceptions: [],
-  };
-  for (const scale of SCALES) {
-    const enc = tryScale(values, scale);
-    if (enc) return { n, minMs, maxMs, stepMs, tCorr, scale, ...enc };
-  }
-  return raw;
-}
-
-/** The integer encoding at `scale`, or null when more than 1/16 of the finite values do not fit. */
-function tryScale(
-  values: Float64Array,
-  scale: number,
-): { base: number; deltas: number[]; exceptions: number[] } | null {
-  const n = values.length;
-  const maxStray = Math.floor(n / 16);
-  let stray = 0;
-  const deltas = new Array<number>(n);
-  const exceptions: number[] = [];
-  let base: number | null = null;
-  let prev = 0;
-  for (let i = 0; i < n; i++) {
-    const v = values[i];
-    const k = Math.round(v * scale);
-    const special = !Number.isFinite(v) || Object.is(v, -0);
-    const ok = !special && Math.abs(k) <= Number.MAX_SAFE_INTEGER && k / scale === v;
-    let d = 0;
-    if (ok) {
-      if (base === null) base = prev = k;
-      d = k - prev;
-      if (d < INT32_MIN || d > INT32_MAX) return null;
-      prev = k;
-    }
-    if (!ok) {
-      exceptions.push(i + 1);
-      // NaNs (staleness markers), ±Inf and -0 are always exceptions; other
-      // values that do not fit the scale only a few.
-      if (!special && ++stray > maxStray) return null;
-    }
-    deltas[i] = d;
-  }
-  return { base: base ?? 0, deltas, exceptions };
 }
 
 /** Runs compaction passes periodically; see the module comment. */
