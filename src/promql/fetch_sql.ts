@@ -35,6 +35,13 @@ import {
   type StoredHistogram,
 } from "../remote_read/querier.ts";
 import { matchersToSql } from "../remote_read/matchers.ts";
+import {
+  decodeWindows,
+  mergeSamples,
+  NotDecodable,
+  windowBytesSql,
+  windowsInRangeSql,
+} from "../storage/windows.ts";
 import type { Grid } from "./pushdown.ts";
 
 /** The shortest time range fetched in parts (`FetchOptions.parallel`). */
@@ -97,6 +104,8 @@ export async function fetchSeries(
     const cap = String(o.maxSamples - samples + 1);
     const params = [isoTime(q.startMs), isoTime(q.endMs), cap, ...cond.params];
     let inGrid = (_t: string) => "";
+    // The grid's condition on a decoded compressed sample (ms, microseconds past it).
+    let keep: ((ms: number, us: number) => boolean) | undefined;
     if (q.grid) {
       const g = q.grid;
       // The grid's first point at or before startMs: date_bin() then needs no
@@ -113,28 +122,65 @@ export async function fetchSeries(
         // t is needed when the next grid point at or after it is within widthMs.
         const bin = (t: string) => `date_bin($${step}::interval, ${t}, $${origin}::timestamptz)`;
         inGrid = (t: string) => ` AND (${t} = ${bin(t)} OR ${t} >= ${bin(t)} + $${gap}::interval)`;
+        // (t - origin) modulo the step, in microseconds: exact, as t >= startMs >= anchor
+        const gapUs = (g.stepMs - g.widthMs) * 1000;
+        keep = (ms, us) => {
+          const m = ((ms - anchor) % g.stepMs) * 1000 + us;
+          return m === 0 || m >= gapUs;
+        };
       }
     }
     const part = async (k: number) => {
-      const text = statement(cond.text, parts > 1 ? `AND s.id % ${parts} = ${k}` : "", inGrid);
+      const only = parts > 1 ? `AND s.id % ${parts} = ${k}` : "";
+      const text = statement(cond.text, only, inGrid, true);
+      const add = (row: Row, ts: Float64Array, vs: Uint8Array) => {
+        samples += ts.length + row.hn;
+        if (samples > o.maxSamples) {
+          stop = true;
+          throw new TooManySamples();
+        }
+        series.push({
+          labels: sortedLabels(row.labels),
+          timestamps: ts,
+          valuesBE: vs,
+          histograms: row.hn ? histogramsFromBytes(row.hb!) : undefined,
+        });
+      };
       await o.sql.begin(async (tx) => {
         await tx.unsafe("SET LOCAL jit = off");
+        // Series whose windows the decoder does not take: through series_samples after the cursor.
+        const again: string[] = [];
         const cursor = tx.unsafe<Row[]>(text, params as never[]).cursor(CURSOR_ROWS);
         for await (const rows of cursor) {
           if (stop) return;
           for (const row of rows) {
-            samples += row.n + row.hn;
-            if (samples > o.maxSamples) {
-              stop = true;
-              throw new TooManySamples();
+            let ts = timesFromBytes(row.ts);
+            let vs = row.vs ?? new Uint8Array(0);
+            if (row.wb) {
+              try {
+                const c = decodeWindows(row.wb, q.startMs, q.endMs, keep);
+                ({ timestamps: ts, valuesBE: vs } = mergeSamples(ts, vs, c));
+              } catch (err) {
+                if (!(err instanceof NotDecodable)) throw err;
+                again.push(row.id);
+                continue;
+              }
+              if (ts.length === 0 && row.hn === 0) continue;
             }
-            series.push({
-              labels: sortedLabels(row.labels),
-              timestamps: timesFromBytes(row.ts),
-              valuesBE: row.vs ?? new Uint8Array(0),
-              histograms: row.hn ? histogramsFromBytes(row.hb!) : undefined,
-            });
+            add(row, ts, vs);
           }
+        }
+        if (again.length === 0) return;
+        const one = statement(
+          `${cond.text} AND s.id = $${params.length + 1}::int8`,
+          "",
+          inGrid,
+          false,
+        );
+        for (const id of again) {
+          if (stop) return;
+          const [row] = await tx.unsafe<Row[]>(one, [...params, id] as never[]);
+          if (row) add(row, timesFromBytes(row.ts), row.vs ?? new Uint8Array(0));
         }
       });
     };
@@ -159,10 +205,43 @@ export async function fetchSeries(
  * changes listed in the module's description. `$1`, `$2`: the time range;
  * `$3`: most samples per series; `$4`...: the matchers' parameters, then
  * the grid's; `inGrid(t)`: the grid's condition on a time (or nothing).
+ * With `windows`, a series without native histograms gets its rows in
+ * `ts`/`vs` (copies of compressed samples hidden, as series_samples does)
+ * and its compressed windows overlapping the range in `wb`, as stored
+ * (`windowBytesSql`), decoded and merged here; otherwise (and for series
+ * with native histograms) `ts`/`vs` are all its samples, through
+ * `_prom_catalog.series_samples`.
  */
-function statement(cond: string, part: string, inGrid: (t: string) => string): string {
+function statement(
+  cond: string,
+  part: string,
+  inGrid: (t: string) => string,
+  windows: boolean,
+): string {
+  const viaSql = `
+    SELECT p.time, p.value
+    FROM _prom_catalog.series_samples(ser.id, $1::timestamptz, $2::timestamptz) p
+    WHERE ${windows ? "ser.has_h AND " : ""}(NOT ser.has_h OR NOT EXISTS (
+      SELECT 1 FROM _prom_data.histogram_samples h
+      WHERE h.series_id = ser.id AND h.time = p.time))${inGrid("p.time")}`;
+  const rows = `
+    SELECT r.time, r.value FROM _prom_data.samples r
+    WHERE NOT ser.has_h AND r.series_id = ser.id AND r.time >= $1::timestamptz
+      AND r.time <= $2::timestamptz
+      AND (r.time >= (SELECT horizon FROM _prom_catalog.compress_state)
+           OR NOT _prom_catalog.compressed_has(r.series_id, r.time))${inGrid("r.time")}`;
+  const w = windows
+    ? `CROSS JOIN LATERAL (
+      SELECT string_agg(${windowBytesSql("c")}, ''::bytea ORDER BY c.window_start) AS wb
+      FROM _prom_data.compressed c
+      WHERE NOT ser.has_h AND ${
+      windowsInRangeSql("c", "ser.id", "$1::timestamptz", "$2::timestamptz")
+    }
+    ) w`
+    : "";
   return `
-    SELECT ser.labels::text AS labels, x.n::int AS n, x.ts, x.vs, y.n::int AS hn, y.hb
+    SELECT ser.id::text AS id, ser.labels::text AS labels, x.n::int AS n, x.ts, x.vs,
+      ${windows ? "w.wb" : "NULL::bytea AS wb"}, y.n::int AS hn, y.hb
     FROM (SELECT s.id, s.labels,
             EXISTS (SELECT 1 FROM _prom_data.histogram_samples h WHERE h.series_id = s.id)
               AS has_h
@@ -170,13 +249,10 @@ function statement(cond: string, part: string, inGrid: (t: string) => string): s
     CROSS JOIN LATERAL (
       SELECT count(*) AS n, string_agg(timestamptz_send(d.time), ''::bytea) AS ts,
         string_agg(float8send(d.value), ''::bytea) AS vs
-      FROM (SELECT p.time, p.value
-            FROM _prom_catalog.series_samples(ser.id, $1::timestamptz, $2::timestamptz) p
-            WHERE (NOT ser.has_h OR NOT EXISTS (
-              SELECT 1 FROM _prom_data.histogram_samples h
-              WHERE h.series_id = ser.id AND h.time = p.time))${inGrid("p.time")}
-            ORDER BY p.time LIMIT $3::int8) d
+      FROM (${windows ? `${viaSql} UNION ALL ${rows}` : viaSql}
+            ORDER BY 1 LIMIT $3::int8) d
     ) x
+    ${w}
     CROSS JOIN LATERAL (
       SELECT count(*) AS n, string_agg(int4send(octet_length(z.b)) || z.b, ''::bytea
                                        ORDER BY z.t) AS hb
@@ -187,11 +263,13 @@ function statement(cond: string, part: string, inGrid: (t: string) => string): s
               AND h.time <= $2::timestamptz${inGrid("h.time")}
             ORDER BY h.time LIMIT $3::int8) z
     ) y
-    WHERE x.n > 0 OR y.n > 0`;
+    WHERE x.n > 0 OR y.n > 0${windows ? " OR w.wb IS NOT NULL" : ""}`;
 }
 
 interface Row {
+  id: string;
   labels: string;
+  wb: Uint8Array | null;
   n: number;
   ts: Uint8Array | null;
   vs: Uint8Array | null;
