@@ -4,7 +4,9 @@
  * every shape a window can have, through `compressed_samples` and
  * `series_samples()` with bounds inside, across and exactly on windows;
  * its plan (inlined, no sort); and an upgrade from version 10 with
- * compressed data: the same queries give the same answers.
+ * compressed data: the same queries give the same answers. The TypeScript
+ * decoder (`storage/windows.ts`) against the same samples, on the same
+ * windows and bounds.
  */
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { freshDatabase } from "../helpers/db.ts";
@@ -12,6 +14,7 @@ import type { Sql } from "../../deps.ts";
 import { MIGRATIONS } from "../../src/storage/migrations/schema.ts";
 import { READ_SPEED_MIGRATION } from "../../src/storage/migrations/read_speed.ts";
 import { runQueries } from "../../src/remote_read/querier.ts";
+import { decodeWindows, windowBytesSql, windowsInRangeSql } from "../../src/storage/windows.ts";
 import {
   assertSameRows,
   bitsOf,
@@ -191,6 +194,11 @@ async function insert(sql: Sql, rs: Row[]): Promise<void> {
   }
 }
 
+/** The j-th 8 bytes of `b` in hex. */
+function hexAt(b: Uint8Array, j: number): string {
+  return [...b.subarray(j * 8, j * 8 + 8)].map((x) => x.toString(16).padStart(2, "0")).join("");
+}
+
 /** The earliest time stored (Prometheus and PostgreSQL both have year 1). */
 const YEAR_1 = -62135596800000;
 
@@ -243,6 +251,19 @@ Deno.test("decode_window() gives back every shape of window exactly, through com
           got.map((x) => [x.t, x.v]),
           want.filter((w) => Number(w[0]) >= lo && Number(w[0]) <= hi),
           `${r.name}: series_samples in [${lo}, ${hi}]`,
+        );
+        // The TypeScript decoder (remote read, PromQL) on the windows as stored.
+        const [b] = await db.sql.unsafe<{ wb: Uint8Array | null }[]>(
+          `SELECT string_agg(${windowBytesSql("c")}, ''::bytea ORDER BY c.window_start) AS wb
+           FROM _prom_data.compressed c
+           WHERE ${windowsInRangeSql("c", "$1", "$2::text::timestamptz", "$3::text::timestamptz")}`,
+          [i + 1, iso(lo), iso(hi)],
+        );
+        const d = b.wb ? decodeWindows(b.wb, lo, hi) : null;
+        assertEquals(
+          d ? Array.from(d.timestamps, (t, j) => [String(t), hexAt(d.valuesBE, j)]) : [],
+          want.filter((w) => Number(w[0]) >= lo && Number(w[0]) <= hi),
+          `${r.name}: decodeWindows() in [${lo}, ${hi}]`,
         );
       }
     }

@@ -1,11 +1,12 @@
 /**
  * Compressed storage keeps every sample bit for bit: hostile values and
  * times read the same through the `prom_metric` views before and after
- * compaction, and the encoder picks the compact forms for ordinary data.
+ * compaction, and the encoder picks the compact forms for ordinary data;
+ * the TypeScript decoder gives back what the encoder took, for every shape.
  */
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { freshDatabase } from "../helpers/db.ts";
-import { encodeWindow } from "../../src/storage/compactor.ts";
+import { decodeWindows, type EncodedWindow, encodeWindow } from "../../src/storage/windows.ts";
 import { MIGRATIONS } from "../../src/storage/migrations/schema.ts";
 import { COMPRESSED_MIGRATION } from "../../src/storage/migrations/compressed.ts";
 import {
@@ -176,4 +177,96 @@ Deno.test("the compressed-storage migration keeps the existing metric views and 
   } finally {
     await db.drop();
   }
+});
+
+/**
+ * One window's bytes as `windowBytesSql` has PostgreSQL send them (the
+ * columns the compactor writes from `e`, `array_send` for the arrays).
+ */
+function windowBytes(e: EncodedWindow, values: Float64Array): Uint8Array {
+  const out: number[] = [];
+  const b = new DataView(new ArrayBuffer(8));
+  const put = (f: (dv: DataView) => void, n: number) => {
+    f(b);
+    for (let i = 0; i < n; i++) out.push(b.getUint8(i));
+  };
+  const i4 = (v: number) => put((dv) => dv.setInt32(0, v), 4);
+  const i8 = (v: number) => put((dv) => dv.setBigInt64(0, BigInt(v)), 8);
+  const f8bits = (v: bigint) => put((dv) => dv.setBigUint64(0, v), 8);
+  const us = (ms: number) => (ms - Date.UTC(2000, 0, 1)) * 1000;
+  const array = (xs: (number | bigint | null)[] | null, oid: number) => {
+    if (xs === null) return i4(-1);
+    i4(1), i4(xs.some((x) => x === null) ? 1 : 0), i4(oid), i4(xs.length), i4(1);
+    for (const x of xs) {
+      if (x === null) i4(-1);
+      else if (oid === 23) i4(4), i4(Number(x));
+      else i4(8), f8bits(x as bigint);
+    }
+  };
+  const bits = new BigUint64Array(values.buffer);
+  i8(us(e.minMs)), i8(us(e.maxMs)), i4(e.stepMs), i4(e.n), i8(e.base);
+  put((dv) => dv.setFloat64(0, e.scale ?? NaN), 8);
+  array(e.tCorr, 23);
+  array(e.scale === null ? null : e.deltas, 23);
+  const exc = new Set(e.exceptions);
+  array(
+    e.scale === null || exc.size === 0 ? null : [...bits].map((x, i) => exc.has(i + 1) ? x : null),
+    701,
+  );
+  array(e.scale === null ? [...bits] : null, 701);
+  return new Uint8Array(out);
+}
+
+Deno.test("decodeWindows() gives back what encodeWindow() took, bit for bit, for every shape", () => {
+  const hostile = [
+    STALE,
+    0x7ff8000000000001n, // NaN with a payload
+    0xfff8000000000000n, // negative NaN
+    0x7ff0000000000000n, // +Inf
+    0xfff0000000000000n, // -Inf
+    0x8000000000000000n, // -0
+    1n, // smallest subnormal
+    0x800fffffffffffffn, // a negative subnormal
+  ];
+  const n = 480;
+  const regular = Array.from({ length: n }, (_, i) => T0 + i * 15_000);
+  const irregular = Array.from({ length: n }, (_, i) => T0 + 3 + i * 15_000 + (i % 7) * 13);
+  const shapes: [string, number[], bigint[]][] = [
+    ["scaled, regular", regular, regular.map((_, i) => bitsOf(i * 0.25))],
+    [
+      "scaled, exceptions",
+      regular,
+      regular.map((_, i) => i % 40 === 3 ? hostile[(i / 40 | 0) % 8] : bitsOf(100 - i)),
+    ],
+    ["scaled, irregular", irregular, irregular.map((_, i) => bitsOf((i % 13) * 0.5))],
+    [
+      "raw",
+      irregular,
+      irregular.map((_, i) => i % 50 === 0 ? hostile[(i / 50) % 8] : bitsOf(Math.sin(i))),
+    ],
+    ["all hostile", regular.slice(0, 8), hostile],
+    ["integers near 2^53", regular, regular.map((_, i) => bitsOf(2 ** 53 - 1 - i * 7))],
+    ["one sample", [T0 - 5], [bitsOf(Math.PI)]],
+    ["before 1970", regular.map((t) => t - 60 * 365 * DAY), regular.map((_, i) => bitsOf(i))],
+  ];
+  const kinds = new Set<string>();
+  for (const [name, times, bits] of shapes) {
+    const values = new Float64Array(new BigUint64Array(bits).buffer);
+    const e = encodeWindow(times, values);
+    kinds.add(`${e.scale === null ? "raw" : "scaled"} ${e.tCorr ? "corrected" : "on the step"}`);
+    const bytes = windowBytes(e, values);
+    const d = decodeWindows(bytes, -Infinity, Infinity);
+    assertEquals(Array.from(d.timestamps), times, name);
+    assertEquals(
+      [...new BigUint64Array(new Uint8Array(d.valuesBE).reverse().buffer)].reverse(),
+      bits.map((b) => b),
+      name,
+    );
+    // Bounds: a slice from the second sample to the one before the last.
+    if (times.length > 2) {
+      const cut = decodeWindows(bytes, times[1], times[times.length - 2]);
+      assertEquals(Array.from(cut.timestamps), times.slice(1, -1), `${name}, cut`);
+    }
+  }
+  assertEquals(kinds.size, 4, [...kinds].join("; "));
 });
