@@ -43,6 +43,7 @@ import { copyIn } from "../src/storage/pg_patches.ts";
 import { encodeCopy } from "../src/storage/copy_format.ts";
 import type { WriteSeries } from "../src/ingest.ts";
 import { Compactor } from "../src/storage/compactor.ts";
+import { runQueries } from "../src/remote_read/querier.ts";
 import { silentLogger } from "../src/telemetry/log.ts";
 import { benchLabels, benchValue } from "./payloads.ts";
 import { cpuSeconds } from "./proc.ts";
@@ -73,6 +74,12 @@ interface Reads {
   seriesDayFn: number;
   /** The same, encoded as remote read and the PromQL API fetch it (int8send/float8send). */
   seriesDayRemote: number;
+  /**
+   * The same through remote read's querier (`runQueries`): rows and the
+   * windows as stored, decoded in TypeScript (src/storage/windows.ts);
+   * wall time includes the decoding.
+   */
+  seriesDayQuerier: number;
   /** One metric's series (node_cpu_seconds_total), 6 h, through its view. */
   metricView: number;
   /** The same through prom_api.metric_samples (version 12). */
@@ -83,6 +90,8 @@ interface Reads {
   dashboardFn: number;
   /** The same, encoded per series as remote read and the PromQL API fetch it. */
   dashboardRemote: number;
+  /** The same through remote read's querier (every series: `__name__=~".+"`). */
+  dashboardQuerier: number;
   /** count(*), sum(value) over every sample (_prom_data.all_samples). */
   fullScan: number;
 }
@@ -302,8 +311,11 @@ const REMOTE_COLUMNS = `count(*) AS n,
     AS ts,
   string_agg(float8send(p.value), ''::bytea ORDER BY p.time) AS vs`;
 
+/** A read: a statement, or a call of the connector's own reader. */
+type ReadQuery = { text: string; params: unknown[] } | { run: (sql: Sql) => Promise<unknown> };
+
 /** The read queries: their text and parameters, or null where the schema lacks them. */
-type ReadQueries = Record<keyof Reads, { text: string; params: unknown[] } | null>;
+type ReadQueries = Record<keyof Reads, ReadQuery | null>;
 
 /**
  * The read queries of a database. The 6-hour range is the middle 6 hours
@@ -312,8 +324,9 @@ type ReadQueries = Record<keyof Reads, { text: string; params: unknown[] } | nul
  * 6 hours).
  */
 async function readQueries(sql: Sql, day: number, spanMs: number): Promise<ReadQueries> {
-  const [one] = await sql<{ id: string; view: string }[]>`
-    SELECT s.id::text AS id, m.view_name AS view FROM _prom_catalog.series s
+  const [one] = await sql<{ id: string; view: string; labels: string }[]>`
+    SELECT s.id::text AS id, m.view_name AS view, s.labels::text AS labels
+    FROM _prom_catalog.series s
     JOIN _prom_catalog.metric m USING (metric_name)
     WHERE s.metric_name = 'node_cpu_seconds_total' ORDER BY s.id LIMIT 1`;
   const [{ v12 }] = await sql<{ v12: boolean }[]>`
@@ -337,6 +350,16 @@ async function readQueries(sql: Sql, day: number, spanMs: number): Promise<ReadQ
     seriesDayRemote: {
       text: `SELECT ${REMOTE_COLUMNS} FROM _prom_catalog.series_samples($1, $2, $3) p`,
       params: [one.id, lo, hi],
+    },
+    seriesDayQuerier: {
+      run: (sql) =>
+        runQueries([{
+          startMs: day,
+          endMs: day + DAY_MS - 1,
+          matchers: Object.entries(JSON.parse(one.labels) as Record<string, string>).map((
+            [name, value],
+          ) => ({ type: "=" as const, name, value })),
+        }], { sql, maxSamples: 1e9 }),
     },
     metricView: {
       text: `SELECT series_id, max(value) FROM prom_metric."${one.view}"
@@ -364,6 +387,14 @@ async function readQueries(sql: Sql, day: number, spanMs: number): Promise<ReadQ
       text: `SELECT s.id, x.* FROM _prom_catalog.series s CROSS JOIN LATERAL (
                SELECT ${REMOTE_COLUMNS} FROM _prom_catalog.series_samples(s.id, $1, $2) p) x`,
       params: [dashLo, dashHi],
+    },
+    dashboardQuerier: {
+      run: (sql) =>
+        runQueries([{
+          startMs: dashStart,
+          endMs: dashStart + 6 * 3_600_000 - 1,
+          matchers: [{ type: "=~", name: "__name__", value: ".+" }],
+        }], { sql, maxSamples: 1e9 }),
     },
     fullScan: { text: `SELECT count(*), sum(value) FROM _prom_data.all_samples`, params: [] },
   };
@@ -600,7 +631,8 @@ async function measure(
             if (!q) continue;
             const c0 = cpuSeconds(pids[d]);
             const t0 = performance.now();
-            await c.unsafe(q.text, q.params as never[]);
+            if ("run" in q) await q.run(c);
+            else await c.unsafe(q.text, q.params as never[]);
             const ms = performance.now() - t0;
             if (i >= 0) {
               times[d].push(ms);
@@ -667,11 +699,13 @@ const READ_LABELS = [
   ["one series, one day, view", "seriesDayView"],
   ["one series, one day, series_samples()", "seriesDayFn"],
   ["one series, one day, as remote read encodes it", "seriesDayRemote"],
+  ["one series, one day, remote read's querier (TypeScript decode)", "seriesDayQuerier"],
   ["one metric, 6 h, view", "metricView"],
   ["one metric, 6 h, metric_samples()", "metricFn"],
   ["all series, 6 h, all_samples", "dashboardView"],
   ["all series, 6 h, series_samples()", "dashboardFn"],
   ["all series, 6 h, as remote read encodes them", "dashboardRemote"],
+  ["all series, 6 h, remote read's querier (TypeScript decode)", "dashboardQuerier"],
   ["full scan", "fullScan"],
 ] as const;
 
