@@ -43,7 +43,7 @@ import { copyIn } from "../src/storage/pg_patches.ts";
 import { encodeCopy } from "../src/storage/copy_format.ts";
 import type { WriteSeries } from "../src/ingest.ts";
 import { Compactor } from "../src/storage/compactor.ts";
-import { runQueries } from "../src/remote_read/querier.ts";
+import { type ResultSeries, runQueries } from "../src/remote_read/querier.ts";
 import { silentLogger } from "../src/telemetry/log.ts";
 import { benchLabels, benchValue } from "./payloads.ts";
 import { cpuSeconds } from "./proc.ts";
@@ -122,6 +122,8 @@ export interface StorageResult {
   cpuNoJit: ReadsByForm;
   compactSeconds: number;
   compactCpu: { connector: number; postgres: number };
+  /** The querier's reads return the same samples, bit for bit, in all four databases. */
+  querierSame: boolean;
   exact: boolean;
   scaledWindows: number;
   rawWindows: number;
@@ -312,7 +314,9 @@ const REMOTE_COLUMNS = `count(*) AS n,
   string_agg(float8send(p.value), ''::bytea ORDER BY p.time) AS vs`;
 
 /** A read: a statement, or a call of the connector's own reader. */
-type ReadQuery = { text: string; params: unknown[] } | { run: (sql: Sql) => Promise<unknown> };
+type ReadQuery = { text: string; params: unknown[] } | {
+  run: (sql: Sql) => Promise<{ results: ResultSeries[][] }>;
+};
 
 /** The read queries: their text and parameters, or null where the schema lacks them. */
 type ReadQueries = Record<keyof Reads, ReadQuery | null>;
@@ -652,6 +656,26 @@ async function measure(
   }
 }
 
+/** Whether the querier's reads give the same series and samples in every database. */
+async function querierSame(dbs: Built[]): Promise<boolean> {
+  const flat = (r: { results: ResultSeries[][] }) =>
+    r.results[0].map((s) =>
+      JSON.stringify(s.labels) + " " + Array.from(s.timestamps).join(",") + " " +
+      Array.from(s.valuesBE).join(",")
+    ).sort().join("\n");
+  for (const key of ["seriesDayQuerier", "dashboardQuerier"] as const) {
+    const got: string[] = [];
+    for (const b of dbs) {
+      const q = b.queries[key];
+      if (q && "run" in q) got.push(flat(await q.run(b.db.sql)));
+    }
+    if (got.length !== dbs.length || got.some((g) => g !== got[0]) || got[0].length === 0) {
+      return false;
+    }
+  }
+  return true;
+}
+
 /**
  * The same load four times, each in its own database: rows and compressed
  * windows, with the schema before version 12 (today's reads) and with
@@ -684,6 +708,7 @@ export async function runStorage(load: Load, repeat: number): Promise<StorageRes
       compactSeconds: now.compactSeconds,
       compactCpu: now.compactCpu,
       exact: dbs[1].exact && now.exact,
+      querierSame: await querierSame(dbs),
       scaledWindows: now.scaledWindows,
       rawWindows: now.rawWindows,
     };
@@ -738,6 +763,8 @@ export function storageReport(results: StorageResult[]): string {
       `${r.samples.toLocaleString("en")} samples; ${r.scaledWindows} windows scaled-integer, ` +
         `${r.rawWindows} raw; read back bit for bit after compaction: **${
           r.exact ? "yes" : "NO"
+        }**; remote read's querier returns the same samples from all four databases: **${
+          r.querierSame ? "yes" : "NO"
         }**.`,
       "",
       "| form | heap B/sample | TOAST B/sample | index B/sample | total B/sample |",
