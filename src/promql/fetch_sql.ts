@@ -1,9 +1,11 @@
 /**
  * The samples PromQL reads, fetched from PostgreSQL: the series the
  * matchers select and their samples in a time range, the same rows remote
- * read serves (`src/remote_read/querier.ts`: `_prom_catalog.series_samples`
- * for rows and compressed windows, native histograms where their presence
- * rows are stored, every bit of every value), read faster:
+ * read serves (`src/remote_read/querier.ts`: rows, compressed windows
+ * fetched as stored and decoded here by `storage/windows.ts`, with
+ * `_prom_catalog.series_samples` for series with native histograms and
+ * windows the decoder declines; native histograms where their presence rows
+ * are stored; every bit of every value), read faster:
  *
  * - times as `timestamptz_send` (microseconds since 2000, decoded exactly
  *   here) instead of `extract(epoch ...)`, which goes through `numeric`;
@@ -17,7 +19,8 @@
  *   once on as many connections, each part through the read gate (for
  *   ranges of an hour or more);
  * - with a grid of windows (`pushdown.ts`), only the samples in one of
- *   them.
+ *   them (for compressed windows, the grid's condition is applied as they
+ *   are decoded).
  *
  * Measured in bench/RESULTS.md ("PromQL: against Prometheus with remote
  * read"). The limit on samples counts over all parts; rows come through

@@ -9,9 +9,14 @@
  * is one row whatever its length and values keep every bit (postgres.js
  * reads float8 as text, which loses NaN payloads such as the staleness
  * marker). Rows come through a cursor, so the statement stops as soon as
- * the sample limit is passed. Samples come from
- * `_prom_catalog.series_samples`, which reads rows and compressed windows
- * (docs/storage.md) with the time bounds applied to both.
+ * the sample limit is passed. A series' rows come as those byte strings
+ * (copies of compressed samples hidden, as `_prom_catalog.series_samples`
+ * hides them), its compressed windows in the range as stored, one byte
+ * string per window, decoded and merged with the rows here
+ * (`storage/windows.ts`; docs/storage.md, "Remote read and the PromQL API:
+ * decoded in TypeScript"). Series with native histograms, and series whose
+ * windows the decoder declines (`NotDecodable`), read through
+ * `series_samples`, which decodes in SQL.
  *
  * With `exemplars`, one more statement per request (not per series) fetches
  * the exemplars of every returned series in its query's time range
