@@ -49,7 +49,8 @@ const INT32_MAX = 2147483647;
 
 /**
  * Encodes one window: `times` in ms, strictly increasing; `values` the
- * exact doubles. Pure; the SQL decoder in compressed.ts is its inverse.
+ * exact doubles. Pure; {@linkcode decodeWindows} and the SQL decoder
+ * (`_prom_catalog.decode_window`, migrations/read_speed.ts) are its inverse.
  */
 export function encodeWindow(times: ArrayLike<number>, values: Float64Array): EncodedWindow {
   const n = times.length;
