@@ -12,9 +12,10 @@
  * - the per-series aggregates take the samples in the order the ordered
  *   subquery gives them, without sorting them again (checked here: a
  *   series that came out of order would be sorted);
- * - JIT compilation off (`SET LOCAL jit = off`): the planner's estimate for
- *   one lateral aggregate per series passes the JIT threshold, and
- *   compiling costs more than it saves on a statement that runs once;
+ * - JIT compilation off (for all the connector's connections, storage/db.ts):
+ *   the planner's estimate for one lateral aggregate per series passes the
+ *   JIT threshold, and compiling costs more than it saves on a statement
+ *   that runs once;
  * - the selected series split into `parallel` parts (by id), fetched at
  *   once on as many connections, each part through the read gate (for
  *   ranges of an hour or more);
@@ -150,7 +151,6 @@ export async function fetchSeries(
         });
       };
       await o.sql.begin(async (tx) => {
-        await tx.unsafe("SET LOCAL jit = off");
         // Series whose windows the decoder does not take: through series_samples after the cursor.
         const again: string[] = [];
         const cursor = tx.unsafe<Row[]>(text, params as never[]).cursor(CURSOR_ROWS);

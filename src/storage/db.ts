@@ -41,6 +41,13 @@ export function openPool(o: PoolOptions): Sql {
     connection: {
       application_name: o.app,
       statement_timeout: o.statementTimeoutMs,
+      // No JIT compilation for the connector's own statements: each was
+      // measured slower with it (the planner's estimates for per-series
+      // look-ups pass jit_above_cost, and compiling never pays back on a
+      // statement run once): remote read of 1,000 series × 6 h 666 → 169 ms,
+      // the PromQL fetch, a reconcile pass (bench/RESULTS.md). Users' own
+      // SQL on their own connections keeps the server's setting.
+      jit: "off",
     },
     // postgres.js does not set TCP_NODELAY; without it a COPY (data, then
     // CopyDone) stalls ~40 ms on delayed ACKs. Connect the socket ourselves.
