@@ -33,10 +33,11 @@ import type { Sql } from "../../deps.ts";
 import type { Gate } from "../storage/db.ts";
 import {
   HISTOGRAM_BYTES_SQL,
-  histogramFromBytes,
+  histogramsFromBytes,
+  isoTime,
   type ReadQuery,
   type ResultSeries,
-  type StoredHistogram,
+  sortedLabels,
 } from "../remote_read/querier.ts";
 import { matchersToSql } from "../remote_read/matchers.ts";
 import {
@@ -310,27 +311,4 @@ function sortIfNeeded(s: ResultSeries): void {
   order.forEach((from, to) => vs.set(s.valuesBE.subarray(from * 8, from * 8 + 8), to * 8));
   s.timestamps = Float64Array.from(order, (i) => ts[i]);
   s.valuesBE = vs;
-}
-
-/** The histograms of one series: each its length (int4) then its bytes. */
-function histogramsFromBytes(b: Uint8Array): StoredHistogram[] {
-  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  const out: StoredHistogram[] = [];
-  for (let p = 0; p < b.length;) {
-    const n = dv.getInt32(p);
-    out.push(histogramFromBytes(b.subarray(p + 4, p + 4 + n)));
-    p += 4 + n;
-  }
-  return out;
-}
-
-/** A label set from its jsonb text, sorted by name. */
-function sortedLabels(json: string): { name: string; value: string }[] {
-  const obj = JSON.parse(json) as Record<string, string>;
-  return Object.keys(obj).sort().map((name) => ({ name, value: obj[name] }));
-}
-
-/** ms → ISO 8601, exact; the caller has clamped to years 0001..9999. */
-function isoTime(ms: number): string {
-  return new Date(ms).toISOString();
 }

@@ -289,7 +289,7 @@ interface Row {
 }
 
 /** The histograms of one series: each its length (int4) then its bytes. */
-function histogramsFromBytes(b: Uint8Array): StoredHistogram[] {
+export function histogramsFromBytes(b: Uint8Array): StoredHistogram[] {
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
   const out: StoredHistogram[] = [];
   for (let p = 0; p < b.length;) {
@@ -301,12 +301,12 @@ function histogramsFromBytes(b: Uint8Array): StoredHistogram[] {
 }
 
 /** A label set from its jsonb text, sorted by name (names are ASCII: `<` is byte order). */
-function sortedLabels(json: string): { name: string; value: string }[] {
+export function sortedLabels(json: string): { name: string; value: string }[] {
   const obj = JSON.parse(json) as Record<string, string>;
   return Object.keys(obj).sort().map((name) => ({ name, value: obj[name] }));
 }
 
 /** ms → ISO 8601, exact; the caller has clamped to years 0001..9999. */
-function isoTime(ms: number): string {
+export function isoTime(ms: number): string {
   return new Date(ms).toISOString();
 }
