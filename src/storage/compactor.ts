@@ -41,6 +41,7 @@ import type { Logger } from "../telemetry/log.ts";
 import { PARTITION_LOCK_KEY } from "./migrations/schema.ts";
 import { COMPRESS_WINDOW } from "./migrations/compressed.ts";
 import { copyIn, copyOut } from "./pg_patches.ts";
+import { CopyRows } from "./copy_rows.ts";
 import { encodeWindow } from "./windows.ts";
 
 // The window format's encoder lives with its decoder (windows.ts).
@@ -456,7 +457,7 @@ export class Compactor {
         .map((r) => r.k),
     );
     const old = wins.filter((w) => have.has(`${w.sid} ${w.win}`));
-    const out = new WindowCopy();
+    const out = new CopyRows();
     const merged = new Map<string, { ms: number[]; vals: Float64Array }>();
     let total = 0;
     if (old.length) {
@@ -529,9 +530,9 @@ export class Compactor {
       if (have.has(key)) {
         const m = merged.get(key);
         if (!m) continue;
-        out.window(w.sid, w.win, m.ms, m.vals);
+        windowRow(out, w.sid, w.win, m.ms, m.vals);
       } else {
-        out.window(w.sid, w.win, rows.ms.subarray(w.lo, w.hi), rows.vals.subarray(w.lo, w.hi));
+        windowRow(out, w.sid, w.win, rows.ms.subarray(w.lo, w.hi), rows.vals.subarray(w.lo, w.hi));
         total += w.hi - w.lo;
       }
       written++;
@@ -835,171 +836,29 @@ function parseSamples(b: Uint8Array): Samples {
 }
 
 const PG_EPOCH_MS = 946_684_800_000;
-const TWO_32 = 4_294_967_296;
-const OID_INT4 = 23;
-const OID_FLOAT8 = 701;
 /** `toast_pad` (migrations/compressed.ts): 2 kB of zeros. */
 const TOAST_PAD_BYTES = 2048;
 
-/** The binary COPY body of `_prom_data.compressed` rows, built front to back. */
-class WindowCopy {
-  #buf = new Uint8Array(1 << 16);
-  #dv = new DataView(this.#buf.buffer);
-  #pos = 0;
-
-  constructor() {
-    this.#room(19);
-    this.#buf.set([0x50, 0x47, 0x43, 0x4f, 0x50, 0x59, 0x0a, 0xff, 0x0d, 0x0a, 0], 0);
-    this.#pos = 11;
-    this.#i32(0); // flags
-    this.#i32(0); // header extension length
+/** Appends one `_prom_data.compressed` row to `out`: times in ms (increasing), values (exact bits). */
+function windowRow(
+  out: CopyRows,
+  sid: number,
+  win: number,
+  ms: ArrayLike<number>,
+  vals: Float64Array,
+): void {
+  const e = encodeWindow(ms, vals);
+  out.row(13).int8(sid).time(win).time(e.minMs).time(e.maxMs).int4(e.n).int4(e.stepMs);
+  if (e.tCorr) out.int4Array(e.tCorr);
+  else out.null();
+  if (e.scale === null) {
+    // v_scale, v_base, v_delta, v_exc NULL; v_raw
+    out.null().null().null().null().float8Array(vals);
+  } else {
+    out.float8Value(e.scale).int8(e.base).int4Array(e.deltas!);
+    if (e.exceptions.length) out.float8Array(vals, e.exceptions);
+    else out.null();
+    out.null(); // v_raw
   }
-
-  /** One window: times in ms (increasing), values (exact bits). */
-  window(sid: number, win: number, ms: ArrayLike<number>, vals: Float64Array): void {
-    const e = encodeWindow(ms, vals);
-    this.#room(2);
-    this.#dv.setInt16(this.#pos, 13);
-    this.#pos += 2;
-    this.#int8(sid);
-    this.#time(win);
-    this.#time(e.minMs);
-    this.#time(e.maxMs);
-    this.#int4(e.n);
-    this.#int4(e.stepMs);
-    if (e.tCorr) this.#int4Array(e.tCorr);
-    else this.#null();
-    if (e.scale === null) {
-      this.#null(); // v_scale
-      this.#null(); // v_base
-      this.#null(); // v_delta
-      this.#null(); // v_exc
-      this.#float8Array(vals, null); // v_raw
-    } else {
-      this.#i32(8);
-      this.#room(8);
-      this.#dv.setFloat64(this.#pos, e.scale);
-      this.#pos += 8;
-      this.#int8(e.base);
-      this.#int4Array(e.deltas!);
-      if (e.exceptions.length) this.#float8Array(vals, e.exceptions);
-      else this.#null();
-      this.#null(); // v_raw
-    }
-    this.#i32(TOAST_PAD_BYTES);
-    this.#room(TOAST_PAD_BYTES);
-    this.#buf.fill(0, this.#pos, this.#pos + TOAST_PAD_BYTES);
-    this.#pos += TOAST_PAD_BYTES;
-  }
-
-  /** The body, with its trailer. */
-  finish(): Uint8Array {
-    this.#room(2);
-    this.#dv.setInt16(this.#pos, -1);
-    this.#pos += 2;
-    return this.#buf.subarray(0, this.#pos);
-  }
-
-  #room(n: number): void {
-    if (this.#pos + n <= this.#buf.length) return;
-    let size = this.#buf.length * 2;
-    while (size < this.#pos + n) size *= 2;
-    const grown = new Uint8Array(size);
-    grown.set(this.#buf.subarray(0, this.#pos));
-    this.#buf = grown;
-    this.#dv = new DataView(grown.buffer);
-  }
-
-  #i32(v: number): void {
-    this.#room(4);
-    this.#dv.setInt32(this.#pos, v);
-    this.#pos += 4;
-  }
-
-  #null(): void {
-    this.#i32(-1);
-  }
-
-  #int4(v: number): void {
-    this.#i32(4);
-    this.#i32(v);
-  }
-
-  /** int8 from a safe integer (negative too). */
-  #i64(v: number): void {
-    this.#room(8);
-    const hi = Math.floor(v / TWO_32);
-    this.#dv.setInt32(this.#pos, hi);
-    this.#dv.setUint32(this.#pos + 4, v - hi * TWO_32);
-    this.#pos += 8;
-  }
-
-  #int8(v: number): void {
-    this.#i32(8);
-    this.#i64(v);
-  }
-
-  /** timestamptz from ms: µs since 2000 = (ms − epoch) · 1000, exact as an int64. */
-  #time(ms: number): void {
-    this.#i32(8);
-    this.#room(8);
-    const d = ms - PG_EPOCH_MS;
-    const hi = Math.floor(d / TWO_32);
-    const lo = (d - hi * TWO_32) * 1000;
-    const carry = Math.floor(lo / TWO_32);
-    this.#dv.setInt32(this.#pos, hi * 1000 + carry);
-    this.#dv.setUint32(this.#pos + 4, lo - carry * TWO_32);
-    this.#pos += 8;
-  }
-
-  #arrayHeader(n: number, hasNull: boolean, oid: number): void {
-    this.#i32(1); // dimensions
-    this.#i32(hasNull ? 1 : 0);
-    this.#i32(oid);
-    this.#i32(n);
-    this.#i32(1); // lower bound
-  }
-
-  #int4Array(vs: ArrayLike<number>): void {
-    const n = vs.length;
-    this.#i32(20 + 8 * n);
-    this.#arrayHeader(n, false, OID_INT4);
-    this.#room(8 * n);
-    const dv = this.#dv;
-    let p = this.#pos;
-    for (let i = 0; i < n; i++, p += 8) {
-      dv.setInt32(p, 4);
-      dv.setInt32(p + 4, vs[i]);
-    }
-    this.#pos = p;
-  }
-
-  /**
-   * float8[] of `vals`, bit for bit; with `only` (1-based positions,
-   * increasing), the other elements are NULL.
-   */
-  #float8Array(vals: Float64Array, only: number[] | null): void {
-    const n = vals.length;
-    const kept = only ? only.length : n;
-    this.#i32(20 + 4 * n + 8 * kept);
-    this.#arrayHeader(n, only !== null, OID_FLOAT8);
-    this.#room(4 * n + 8 * kept);
-    const src = new Uint8Array(vals.buffer, vals.byteOffset, vals.byteLength);
-    const buf = this.#buf;
-    const dv = this.#dv;
-    let p = this.#pos;
-    let k = 0;
-    for (let i = 0; i < n; i++) {
-      if (only && only[k] !== i + 1) {
-        dv.setInt32(p, -1);
-        p += 4;
-        continue;
-      }
-      k++;
-      dv.setInt32(p, 8);
-      for (let j = 0; j < 8; j++) buf[p + 4 + j] = src[i * 8 + 7 - j];
-      p += 12;
-    }
-    this.#pos = p;
-  }
+  out.zeros(TOAST_PAD_BYTES);
 }

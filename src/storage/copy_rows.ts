@@ -1,7 +1,8 @@
 /**
  * A small builder for PostgreSQL's binary COPY format
  * (https://www.postgresql.org/docs/current/sql-copy.html#id-1.9.3.55.9.4),
- * for the tables of the data model (histograms, exemplars). Binary because
+ * for the tables of the data model (histograms, exemplars) and the
+ * compactor's windows (`_prom_data.compressed`). Binary because
  * it is the only path of postgres.js that carries float8 bits exactly:
  * doubles are written from their bytes, never through a JS number.
  *
@@ -89,6 +90,19 @@ export class CopyRows {
     return this;
   }
 
+  /** SQL NULL. */
+  null(): this {
+    this.#int32(-1);
+    return this;
+  }
+
+  /** int4. */
+  int4(v: number): this {
+    this.#int32(4);
+    this.#int32(v);
+    return this;
+  }
+
   /** int2. */
   int2(v: number): this {
     this.#int32(2);
@@ -125,6 +139,24 @@ export class CopyRows {
     return this;
   }
 
+  /** float8 from a number (not for values whose NaN payload matters: see `float8`). */
+  float8Value(v: number): this {
+    this.#int32(8);
+    this.#room(8);
+    this.#dv.setFloat64(this.#pos, v);
+    this.#pos += 8;
+    return this;
+  }
+
+  /** bytea of `n` zero bytes. */
+  zeros(n: number): this {
+    this.#int32(n);
+    this.#room(n);
+    this.#buf.fill(0, this.#pos, this.#pos + n);
+    this.#pos += n;
+    return this;
+  }
+
   /** jsonb from its text. */
   jsonb(text: string): this {
     const b = encoder.encode(text);
@@ -139,29 +171,51 @@ export class CopyRows {
   int4Array(values: ArrayLike<number>): this {
     const n = values.length;
     this.#int32(n ? 20 + 8 * n : 12);
-    this.#arrayHeader(n, OID_INT4);
-    for (let i = 0; i < n; i++) {
-      this.#int32(4);
-      this.#int32(values[i]);
+    this.#arrayHeader(n, false, OID_INT4);
+    this.#room(8 * n);
+    const dv = this.#dv;
+    let p = this.#pos;
+    for (let i = 0; i < n; i++, p += 8) {
+      dv.setInt32(p, 4);
+      dv.setInt32(p + 4, values[i]);
     }
+    this.#pos = p;
     return this;
   }
 
-  /** float8[] (one dimension), bit for bit. */
-  float8Array(values: Float64Array): this {
+  /**
+   * float8[] (one dimension) of `values`, bit for bit; with `only` (1-based
+   * positions, increasing), the other elements are NULL.
+   */
+  float8Array(values: Float64Array, only: number[] | null = null): this {
     const n = values.length;
-    this.#int32(n ? 20 + 12 * n : 12);
-    this.#arrayHeader(n, OID_FLOAT8);
+    const kept = only ? only.length : n;
+    this.#int32(n ? 20 + 4 * n + 8 * kept : 12);
+    this.#arrayHeader(n, only !== null, OID_FLOAT8);
+    this.#room(4 * n + 8 * kept);
+    const src = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+    const buf = this.#buf;
+    const dv = this.#dv;
+    let p = this.#pos;
+    let k = 0;
     for (let i = 0; i < n; i++) {
-      this.#int32(8);
-      this.#double(values, i);
+      if (only && only[k] !== i + 1) {
+        dv.setInt32(p, -1);
+        p += 4;
+        continue;
+      }
+      k++;
+      dv.setInt32(p, 8);
+      for (let j = 0; j < 8; j++) buf[p + 4 + j] = src[i * 8 + 7 - j];
+      p += 12;
     }
+    this.#pos = p;
     return this;
   }
 
-  #arrayHeader(n: number, oid: number): void {
+  #arrayHeader(n: number, hasNull: boolean, oid: number): void {
     this.#int32(n ? 1 : 0); // dimensions
-    this.#int32(0); // no nulls
+    this.#int32(hasNull ? 1 : 0);
     this.#int32(oid);
     if (n) {
       this.#int32(n);
