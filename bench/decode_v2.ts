@@ -14,7 +14,8 @@
  * @module
  */
 import { snappy } from "../deps.ts";
-import { WriteRequestFull, WriteRequestV2 } from "../proto/data_model_protos.ts";
+import { WriteRequestV2 } from "../proto/data_model_protos.ts";
+import { WriteRequest } from "../proto/messages.ts";
 import { decodeWriteRequest } from "../src/remote_write/decode.ts";
 import { uncompressSnappyBlock } from "../src/wire/snappy.ts";
 import { decodeWriteRequestV2, parseWriteRequestV2 } from "../src/remote_write/decode_v2.ts";
@@ -36,7 +37,7 @@ function build(r: number, seriesPerRequest: number): [Uint8Array, Uint8Array] {
     const i = r * seriesPerRequest + k;
     series.push({ labels: benchLabels(i), value: benchValue(i, r), timestamp: T0 + r * 15_000 });
   }
-  const v1 = WriteRequestFull.encode(WriteRequestFull.fromObject({
+  const v1 = WriteRequest.encode(WriteRequest.fromObject({
     timeseries: series.map((s) => ({
       labels: s.labels,
       samples: [{ value: s.value, timestamp: s.timestamp }],

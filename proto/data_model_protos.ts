@@ -1,9 +1,10 @@
 /**
- * The texts of `write_v2.proto` and `types_full.proto`, embedded (the
- * compiled executable cannot read the .proto files), and protobufjs types
- * built from them, for tests and benchmarks: the write path decodes by hand.
- * `tests/data_model/protos_test.ts` asserts that each text equals its file
- * byte for byte: after editing a .proto, paste it here again.
+ * The text of `write_v2.proto`, embedded (the compiled executable cannot
+ * read the .proto files), and the protobufjs type built from it, for tests
+ * and benchmarks: the write path decodes by hand. (Remote write 1.0 and
+ * remote read: remote.proto, messages.ts.) `tests/data_model/protos_test.ts`
+ * asserts that the text equals its file byte for byte: after editing the
+ * .proto, paste it here again.
  */
 import { protobuf } from "../deps.ts";
 
@@ -96,111 +97,7 @@ message BucketSpan {
 }
 `;
 
-/** The text of `types_full.proto`. */
-export const TYPES_FULL_PROTO =
-  `// Prometheus remote write 1.0 and remote read with the whole data model:
-// the prometheus/prompb messages with exemplars (TimeSeries field 3) and
-// native histograms (field 4). Field numbers follow the upstream
-// definitions; gogoproto options removed. The program's own decoders are
-// hand-written; this serves the tests (building and reading bodies).
-syntax = "proto3";
-package prometheus;
-
-message WriteRequest {
-  repeated TimeSeries timeseries = 1;
-  reserved 2;
-  repeated MetricMetadata metadata = 3;
-}
-
-message MetricMetadata {
-  enum MetricType {
-    UNKNOWN = 0;
-    COUNTER = 1;
-    GAUGE = 2;
-    HISTOGRAM = 3;
-    GAUGEHISTOGRAM = 4;
-    SUMMARY = 5;
-    INFO = 6;
-    STATESET = 7;
-  }
-  MetricType type = 1;
-  string metric_family_name = 2;
-  string help = 4;
-  string unit = 5;
-}
-
-message Sample {
-  double value = 1;
-  int64 timestamp = 2;
-}
-
-message Exemplar {
-  repeated Label labels = 1;
-  double value = 2;
-  int64 timestamp = 3;
-}
-
-message Histogram {
-  enum ResetHint {
-    UNKNOWN = 0;
-    YES = 1;
-    NO = 2;
-    GAUGE = 3;
-  }
-  oneof count {
-    uint64 count_int = 1;
-    double count_float = 2;
-  }
-  double sum = 3;
-  sint32 schema = 4;
-  double zero_threshold = 5;
-  oneof zero_count {
-    uint64 zero_count_int = 6;
-    double zero_count_float = 7;
-  }
-  repeated BucketSpan negative_spans = 8;
-  repeated sint64 negative_deltas = 9;
-  repeated double negative_counts = 10;
-  repeated BucketSpan positive_spans = 11;
-  repeated sint64 positive_deltas = 12;
-  repeated double positive_counts = 13;
-  ResetHint reset_hint = 14;
-  int64 timestamp = 15;
-  repeated double custom_values = 16;
-}
-
-message BucketSpan {
-  sint32 offset = 1;
-  uint32 length = 2;
-}
-
-message TimeSeries {
-  repeated Label labels = 1;
-  repeated Sample samples = 2;
-  repeated Exemplar exemplars = 3;
-  repeated Histogram histograms = 4;
-}
-
-message Label {
-  string name = 1;
-  string value = 2;
-}
-
-message ReadResponse {
-  repeated QueryResult results = 1;
-}
-
-message QueryResult {
-  repeated TimeSeries timeseries = 1;
-}
-`;
-
 const v2Root = protobuf.parse(WRITE_V2_PROTO, { keepCase: true }).root;
-const fullRoot = protobuf.parse(TYPES_FULL_PROTO, { keepCase: true }).root;
 
 /** `io.prometheus.write.v2.Request`. */
 export const WriteRequestV2: protobuf.Type = v2Root.lookupType("io.prometheus.write.v2.Request");
-/** `prometheus.WriteRequest` with exemplars, histograms and metadata. */
-export const WriteRequestFull: protobuf.Type = fullRoot.lookupType("prometheus.WriteRequest");
-/** `prometheus.ReadResponse` with histograms. */
-export const ReadResponseFull: protobuf.Type = fullRoot.lookupType("prometheus.ReadResponse");

@@ -5,8 +5,11 @@
  * paste it here again.
  */
 export const REMOTE_PROTO = `// Prometheus remote write 1.0 and remote read messages: the subset of
-// prometheus/prompb (types.proto, remote.proto) that this program speaks.
+// prometheus/prompb (types.proto, remote.proto) that this program speaks,
+// with the whole data model (exemplars, native histograms, metadata).
 // Field numbers follow the upstream definitions; gogoproto options removed.
+// The write path decodes by hand; this serves remote read's request and the
+// tests (building and reading bodies).
 syntax = "proto3";
 package prometheus;
 
@@ -44,10 +47,45 @@ message Exemplar {
   int64 timestamp = 3;
 }
 
+message Histogram {
+  enum ResetHint {
+    UNKNOWN = 0;
+    YES = 1;
+    NO = 2;
+    GAUGE = 3;
+  }
+  oneof count {
+    uint64 count_int = 1;
+    double count_float = 2;
+  }
+  double sum = 3;
+  sint32 schema = 4;
+  double zero_threshold = 5;
+  oneof zero_count {
+    uint64 zero_count_int = 6;
+    double zero_count_float = 7;
+  }
+  repeated BucketSpan negative_spans = 8;
+  repeated sint64 negative_deltas = 9;
+  repeated double negative_counts = 10;
+  repeated BucketSpan positive_spans = 11;
+  repeated sint64 positive_deltas = 12;
+  repeated double positive_counts = 13;
+  ResetHint reset_hint = 14;
+  int64 timestamp = 15;
+  repeated double custom_values = 16;
+}
+
+message BucketSpan {
+  sint32 offset = 1;
+  uint32 length = 2;
+}
+
 message TimeSeries {
   repeated Label labels = 1;
   repeated Sample samples = 2;
   repeated Exemplar exemplars = 3;
+  repeated Histogram histograms = 4;
 }
 
 message Label {

@@ -4,7 +4,8 @@
  * and 1.0 requests with exemplars, histograms and metadata, through
  * protobufjs and the embedded .proto texts.
  */
-import { WriteRequestFull, WriteRequestV2 } from "../../proto/data_model_protos.ts";
+import { WriteRequestV2 } from "../../proto/data_model_protos.ts";
+import { WriteRequest } from "../../proto/messages.ts";
 
 /** A histogram as protobufjs takes it (field names as in the .proto). */
 export type HistogramObject = Record<string, unknown>;
@@ -72,7 +73,7 @@ export function v1Request(
     histograms: s.histograms ?? [],
     exemplars: (s.exemplars ?? []).map((e) => ({ ...e, labels: labelList(e.labels) })),
   }));
-  return WriteRequestFull.encode(WriteRequestFull.fromObject({ timeseries, metadata })).finish();
+  return WriteRequest.encode(WriteRequest.fromObject({ timeseries, metadata })).finish();
 }
 
 const f64 = new Float64Array(1);

@@ -7,8 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { snappy } from "../../deps.ts";
-import { ReadRequest } from "../../proto/messages.ts";
-import { ReadResponseFull } from "../../proto/data_model_protos.ts";
+import { ReadRequest, ReadResponse } from "../../proto/messages.ts";
 import type { Connector } from "../../src/app.ts";
 import { type DecodedHistogram, parseHistogram } from "../../src/remote_write/data_model.ts";
 import { ProtoReader } from "../../src/wire/protowire.ts";
@@ -205,7 +204,7 @@ Deno.test("remote write 1.0 with histograms, exemplars and metadata reads back b
     // Remote read: histograms as received, no float samples for them.
     const body = await remoteRead(c, "rpc_seconds");
     // deno-lint-ignore no-explicit-any
-    const msg = ReadResponseFull.toObject(ReadResponseFull.decode(body), { longs: Number }) as any;
+    const msg = ReadResponse.toObject(ReadResponse.decode(body), { longs: Number }) as any;
     const series = msg.results[0].timeseries;
     assert.equal(series.length, 3);
     for (const s of series) assert.equal(s.samples, undefined, "presence rows are not samples");
@@ -227,8 +226,8 @@ Deno.test("remote write 1.0 with histograms, exemplars and metadata reads back b
     assert.equal(walked.length, 4);
 
     // Float series read back untouched.
-    const f = ReadResponseFull.toObject(
-      ReadResponseFull.decode(await remoteRead(c, "requests_total")),
+    const f = ReadResponse.toObject(
+      ReadResponse.decode(await remoteRead(c, "requests_total")),
       { longs: Number },
     ) as { results: { timeseries: { samples: { value: number }[] }[] }[] };
     assert.deepEqual(f.results[0].timeseries[0].samples.map((s) => s.value), [41, 42]);

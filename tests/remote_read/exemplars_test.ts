@@ -6,8 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { snappy } from "../../deps.ts";
-import { ReadRequest } from "../../proto/messages.ts";
-import { ReadResponseFull } from "../../proto/data_model_protos.ts";
+import { ReadRequest, ReadResponse } from "../../proto/messages.ts";
 import type { Connector } from "../../src/app.ts";
 import { inProcessConnector } from "../helpers/connector.ts";
 import { freshDatabase } from "../helpers/db.ts";
@@ -195,7 +194,7 @@ Deno.test("remote read returns each series' exemplars in the range, bit for bit"
     ]);
 
     // A standard decoder reads the same message, samples and exemplars together.
-    const decoded = ReadResponseFull.toObject(ReadResponseFull.decode(body), {
+    const decoded = ReadResponse.toObject(ReadResponse.decode(body), {
       longs: Number,
     }) as {
       results: {

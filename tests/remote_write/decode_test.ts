@@ -761,21 +761,17 @@ function mutate(input: Uint8Array, rand: () => number): Uint8Array {
 
 /**
  * The reference decoder: protobufjs reflection over remote.proto with
- * metadata and exemplars declared as `bytes`. The decoder under test skips
- * them unread, as the spec allows; protobufjs would parse them, and it
+ * metadata, exemplars and histograms declared as `bytes`: only the samples
+ * are compared here (the data-model tests check the rest); protobufjs
  * does not bound a sub-message by its parent's length, so a mangled
- * exemplar makes it swallow the fields that follow.
+ * exemplar would make it swallow the fields that follow.
  */
 const OpaqueWriteRequest = protobuf.parse(
-  replaceOnce(
-    replaceOnce(
-      REMOTE_PROTO,
-      "repeated MetricMetadata metadata = 3;",
-      "repeated bytes metadata = 3;",
-    ),
-    "repeated Exemplar exemplars = 3;",
-    "repeated bytes exemplars = 3;",
-  ),
+  [
+    ["repeated MetricMetadata metadata = 3;", "repeated bytes metadata = 3;"],
+    ["repeated Exemplar exemplars = 3;", "repeated bytes exemplars = 3;"],
+    ["repeated Histogram histograms = 4;", "repeated bytes histograms = 4;"],
+  ].reduce((text, [from, to]) => replaceOnce(text, from, to), REMOTE_PROTO),
   { keepCase: true },
 ).root.lookupType("prometheus.WriteRequest");
 
